@@ -1,0 +1,33 @@
+"""dualtalk: two talking, listening 3D heads from a recorded dialogue.
+
+Public names are imported on first use, so ``import dualtalk_cli`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from dualtalk_cli.version import __version__
+
+_EXPORTS = {
+    "animate": "dualtalk_cli.animate",
+    "render": "dualtalk_cli.animate",
+    "load_engine": "dualtalk_cli.engines",
+    "available_engines": "dualtalk_cli.engines",
+    "load_head": "dualtalk_cli.heads",
+    "available_heads": "dualtalk_cli.heads",
+    "Motion": "dualtalk_cli.motion",
+    "load_motion": "dualtalk_cli.motion",
+    "load_audio": "dualtalk_cli.audio",
+    "load_conversation": "dualtalk_cli.audio",
+    "DualtalkError": "dualtalk_cli.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dualtalk_cli' has no attribute {name!r}")

@@ -1,0 +1,241 @@
+"""The main job: a conversation's audio in, both speakers' motion, meshes and video out."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dualtalk_cli.audio import FPS, load_conversation, n_frames_for, stereo
+from dualtalk_cli.engines import load_engine
+from dualtalk_cli.errors import OutputError
+from dualtalk_cli.motion import Motion
+from dualtalk_cli.heads import Head, load_head
+from dualtalk_cli.writers import (
+    Cancelled,
+    Conversation,
+    Mp4Writer,
+    ObjWriter,
+    Progress,
+    Writer,
+    get_writers,
+)
+
+DEFAULT_FORMATS = ("npz", "obj", "mp4")
+
+
+@dataclass(frozen=True)
+class AnimateResult:
+    conversation: Conversation
+    outputs: list[Path]
+    engine: str
+    head: str
+    notes: list[str]
+
+
+def output_names(
+    path_a: str | os.PathLike, path_b: str | os.PathLike | None
+) -> tuple[tuple[str, str], str]:
+    """Output stems per speaker and the video's stem, from the input file names."""
+    stem_a = Path(path_a).stem
+    if path_b is None:
+        return (f"{stem_a}_speaker1", f"{stem_a}_speaker2"), stem_a
+    stem_b = Path(path_b).stem
+    if stem_a == stem_b:
+        stem_a, stem_b = f"{stem_a}_A", f"{stem_b}_B"
+    return (stem_a, stem_b), f"{stem_a}_{stem_b}"
+
+
+def animate(
+    audio_a: str | os.PathLike,
+    audio_b: str | os.PathLike | None = None,
+    *,
+    out_dir: str | os.PathLike,
+    engine: str = "auto",
+    head: str = "auto",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    seed: int = 0,
+    frames_per_second: float = FPS,
+    size: int = 512,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> AnimateResult:
+    """Animate both speakers of a conversation and write ``formats`` into ``out_dir``.
+
+    ``audio_b`` None means ``audio_a`` is one stereo file (channel 1 = speaker A).
+    ``notify`` receives one-line remarks for the user; ``progress`` gets
+    (stage, done, total) as work advances.
+    """
+    names, video_name = output_names(audio_a, audio_b)
+    # Check every output before any work, so a clash fails in a second, not minutes.
+    planned = Conversation(names=names, motions=(), video_name=video_name)
+    writers = get_writers(list(formats), out_dir, overwrite=overwrite, size=size)
+    prepare_output_dir(out_dir, writers, planned)
+    if "mp4" in formats:
+        from dualtalk_cli.render import check_renderer
+
+        check_renderer()
+
+    track_a, track_b = load_conversation(audio_a, audio_b)
+    if progress:
+        progress("audio", 1, 1)
+    n_frames = n_frames_for(len(track_a), frames_per_second)
+    the_engine = load_engine(engine)
+    motion_a, motion_b = the_engine.animate(
+        track_a, track_b, n_frames=n_frames, frames_per_second=frames_per_second, seed=seed
+    )
+    if progress:
+        progress("engine", 1, 1)
+    conversation = Conversation(
+        names=names,
+        motions=(motion_a, motion_b),
+        audio=stereo(track_a, track_b),
+        video_name=video_name,
+    )
+    the_head = load_head(head) if {"obj", "mp4"} & set(formats) else None
+    notes = the_head.notes(motion_a) if the_head else []
+    for note in notes:
+        if notify:
+            notify(note)
+    outputs = run_writers(writers, conversation, the_head, progress)
+    return AnimateResult(
+        conversation=conversation,
+        outputs=outputs,
+        engine=the_engine.name,
+        head=the_head.name if the_head else "none",
+        notes=notes,
+    )
+
+
+def render(
+    motion_paths: Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    *,
+    audio_paths: Sequence[str | os.PathLike] = (),
+    head: str = "auto",
+    size: int = 512,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> Path:
+    """A video of one head, or two side by side, from parameter files (ours or DualTalk's)."""
+    from dualtalk_cli.audio import load_audio, pad_to_same_length
+    from dualtalk_cli.motion import load_motion
+
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".mp4":
+        raise OutputError("the video must end in .mp4", out_path)
+    writer = get_writers(["mp4"], out_path.parent, overwrite=overwrite, size=size)[0]
+    planned = Conversation(names=(), motions=(), video_name=out_path.stem)
+    prepare_output_dir(out_path.parent, [writer], planned)
+    from dualtalk_cli.render import check_renderer
+
+    check_renderer()
+    motions = [load_motion(path) for path in motion_paths]
+    rates = {motion.frames_per_second for motion in motions}
+    if len(rates) > 1:
+        raise OutputError(f"the parameter files differ in fps ({sorted(rates)})")
+    motions = pad_motions(motions)
+    audio = None
+    if audio_paths:
+        tracks = pad_to_same_length(*[load_audio(path) for path in audio_paths])
+        seconds = motions[0].n_frames / motions[0].frames_per_second
+        length = round(seconds * 16000)
+        tracks = [np.pad(t, (0, max(0, length - len(t))))[:length] for t in tracks]
+        audio = stereo(tracks[0], tracks[1] if len(tracks) > 1 else tracks[0])
+    the_head = load_head(head)
+    for motion in motions:
+        for note in the_head.notes(motion):
+            if notify:
+                notify(note)
+            break
+    conversation = Conversation(
+        names=tuple(Path(p).stem for p in motion_paths),
+        motions=tuple(motions),
+        audio=audio,
+        video_name=out_path.stem,
+    )
+    return run_writers([writer], conversation, the_head, progress)[0]
+
+
+def pad_motions(motions: list[Motion]) -> list[Motion]:
+    """Hold each motion's last frame so all have the longest one's frame count."""
+    from dataclasses import replace
+
+    longest = max(motion.n_frames for motion in motions)
+    padded = []
+    for motion in motions:
+        extra = longest - motion.n_frames
+        if extra:
+            fields = {
+                key: np.concatenate([value, np.repeat(value[-1:], extra, axis=0)])
+                for key, value in motion.__dict__.items()
+                if isinstance(value, np.ndarray)
+            }
+            motion = replace(motion, **fields)
+        padded.append(motion)
+    return padded
+
+
+def prepare_output_dir(
+    out_dir: str | os.PathLike, writers: list[Writer], conversation: Conversation
+) -> None:
+    """Create ``out_dir`` and fail early if it is unusable or an output exists."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("is a file, not a folder for the outputs", out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create folder ({error.strerror})", out_dir) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError("is not writable", out_dir)
+    for writer in writers:
+        writer.check(conversation)
+
+
+def run_writers(
+    writers: list[Writer],
+    conversation: Conversation,
+    head: Head | None,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Run the writers in order; OBJ writing overlaps rendering in a thread."""
+    overlap = any(isinstance(writer, Mp4Writer) for writer in writers)
+    cancelled = threading.Event()
+    outputs: dict[Writer, list[Path]] = {}
+    errors: list[BaseException] = []
+
+    def write_in_background(writer: Writer) -> None:
+        try:
+            outputs[writer] = writer.write(conversation, head, progress, cancelled)
+        except BaseException as error:  # re-raised in the calling thread below
+            errors.append(error)
+            cancelled.set()
+
+    threads: list[threading.Thread] = []
+    try:
+        for writer in writers:
+            if overlap and isinstance(writer, ObjWriter):
+                thread = threading.Thread(target=write_in_background, args=(writer,))
+                thread.start()
+                threads.append(thread)
+            else:
+                outputs[writer] = writer.write(conversation, head, progress, cancelled)
+    except Cancelled:
+        pass  # a background writer failed; its error is raised below
+    except BaseException:
+        cancelled.set()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    for error in errors:
+        if not isinstance(error, Cancelled):
+            raise error
+    return [path for writer in writers for path in outputs.get(writer, [])]

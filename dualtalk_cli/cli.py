@@ -1,0 +1,272 @@
+"""The ``dualtalk`` command: parses arguments, reports progress and errors, nothing more."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dualtalk_cli.errors import DualtalkError
+from dualtalk_cli.version import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Two talking, listening 3D heads from a recorded dialogue.",
+)
+
+# Options shared by several commands, declared once.
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")
+]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show the full traceback on errors.")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace outputs that already exist.")
+]
+HeadOpt = Annotated[
+    str, typer.Option("--head", help="Head to show: auto or builtin.")
+]
+SizeOpt = Annotated[
+    int, typer.Option("--size", min=64, max=4096, help="Pixels per head, square.")
+]
+
+STAGE_LABELS = {
+    "audio": "Reading audio",
+    "engine": "Animating",
+    "npz": "Writing parameters",
+    "obj": "Writing OBJ meshes",
+    "mp4": "Rendering video",
+}
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app(prog_name="dualtalk")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"dualtalk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show version."
+        ),
+    ] = False,
+) -> None:
+    """Two talking, listening 3D heads from a recorded dialogue."""
+
+
+@app.command("animate")
+def animate_command(
+    audio: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Speaker A's and speaker B's audio, or one stereo file "
+            "(left = A, right = B). WAV, FLAC, OGG or MP3.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the outputs.")
+    ] = Path("out"),
+    engine: Annotated[
+        str, typer.Option("--engine", help="Engine: auto or procedural.")
+    ] = "auto",
+    head: HeadOpt = "auto",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of blinks, gaze and sway.")
+    ] = 0,
+    fps: Annotated[
+        float, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second.")
+    ] = 25.0,
+    size: SizeOpt = 512,
+    no_obj: Annotated[
+        bool, typer.Option("--no-obj", help="Skip the OBJ mesh sequences.")
+    ] = False,
+    no_video: Annotated[bool, typer.Option("--no-video", help="Skip the MP4.")] = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Animate both speakers: parameters (NPZ), meshes (OBJ) and a side-by-side MP4."""
+    if not 1 <= len(audio) <= 2:
+        raise typer.BadParameter(
+            "give two audio files (A and B) or one stereo file", param_hint="AUDIO"
+        )
+    formats = ["npz"] + ([] if no_obj else ["obj"]) + ([] if no_video else ["mp4"])
+
+    def run(progress, say):
+        from dualtalk_cli.animate import animate
+
+        result = animate(
+            audio[0],
+            audio[1] if len(audio) > 1 else None,
+            out_dir=out,
+            engine=engine,
+            head=head,
+            formats=formats,
+            seed=seed,
+            frames_per_second=fps,
+            size=size,
+            overwrite=overwrite,
+            progress=progress,
+            notify=say,
+        )
+        motion = result.conversation.motions[0]
+        say(
+            f"{motion.seconds:.1f} s, {motion.n_frames} frames at "
+            f"{motion.frames_per_second:g} fps; engine {result.engine}, "
+            f"head {result.head}"
+        )
+        for path in result.outputs:
+            say(f"wrote {path}")
+
+    _run(run, quiet=quiet, debug=debug)
+
+
+@app.command("render")
+def render_command(
+    motions: Annotated[
+        list[Path],
+        typer.Argument(
+            help="One parameter file (one head) or two (side by side): ours or the "
+            "DualTalk dataset's NPZ.",
+            show_default=False,
+        ),
+    ],
+    audio: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--audio", help="Audio to add; twice for A (left) and B (right) channels."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The MP4 to write [default: beside P.npz]."),
+    ] = None,
+    head: HeadOpt = "auto",
+    size: SizeOpt = 512,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Render a video from parameter files: one head, or two side by side."""
+    if not 1 <= len(motions) <= 2:
+        raise typer.BadParameter("give one or two NPZ files", param_hint="MOTIONS")
+    if audio and len(audio) > 2:
+        raise typer.BadParameter("give --audio at most twice", param_hint="--audio")
+    target = out or motions[0].with_name("_".join(p.stem for p in motions) + ".mp4")
+
+    def run(progress, say):
+        from dualtalk_cli.animate import render
+
+        path = render(
+            motions,
+            target,
+            audio_paths=audio or (),
+            head=head,
+            size=size,
+            overwrite=overwrite,
+            progress=progress,
+            notify=say,
+        )
+        say(f"wrote {path}")
+
+    _run(run, quiet=quiet, debug=debug)
+
+
+@app.command("info")
+def info_command(debug: DebugOpt = False) -> None:
+    """Show versions, whether video rendering works, and the engines and heads."""
+
+    def run(progress, say):
+        from dualtalk_cli.info import collect_info
+
+        for line in collect_info():
+            print(line)
+
+    _run(run, quiet=True, debug=debug)
+
+
+def _run(
+    job: Callable[[Any, Callable[[str], None]], None], *, quiet: bool, debug: bool
+) -> None:
+    """Run ``job(progress, say)`` and turn failures into one line and an exit code."""
+    try:
+        with _progress_reporter(not quiet and sys.stderr.isatty()) as (progress, echo):
+
+            def say(message: str) -> None:
+                if not quiet:
+                    echo(message)
+
+            job(progress, say)
+    except DualtalkError as error:
+        if debug:
+            raise
+        print(f"dualtalk: error: {error}", file=sys.stderr)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("dualtalk: interrupted; no partial outputs were left", file=sys.stderr)
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as error:  # a bug: keep it to one line unless --debug
+        if debug:
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"dualtalk: internal error: {type(error).__name__}: {first} "
+            "(run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def _progress_reporter(enabled: bool) -> Iterator[tuple[Any, Callable[[str], None]]]:
+    """(progress callback, line printer): a rich bar on a terminal, else plain stderr."""
+    if not enabled:
+        yield None, lambda message: print(message, file=sys.stderr)
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(STAGE_LABELS.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update, lambda message: bar.console.print(message, highlight=False)

@@ -1,0 +1,91 @@
+"""Linear blend skinning for small kinematic trees: plain arrays in, vertices out.
+
+Shapes use T frames, V vertices, J joints. Nothing here knows about files or heads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) from axis-angle vectors (..., 3)."""
+    axis_angle = np.asarray(axis_angle, np.float64)
+    angle = np.linalg.norm(axis_angle, axis=-1, keepdims=True)
+    # Below 1e-8 rad the rotation is the identity to float precision.
+    safe = np.where(angle < 1e-8, 1.0, angle)
+    axis = axis_angle / safe
+    x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
+    zeros = np.zeros_like(x)
+    cross = np.stack([zeros, -z, y, z, zeros, -x, -y, x, zeros], axis=-1)
+    cross = cross.reshape(*axis.shape[:-1], 3, 3)
+    sin = np.sin(angle)[..., None]
+    cos = np.cos(angle)[..., None]
+    eye = np.eye(3)
+    rotation = eye + sin * cross + (1.0 - cos) * (cross @ cross)
+    return np.where((angle < 1e-8)[..., None], eye, rotation)
+
+
+def rigid_transforms(
+    rotations: np.ndarray, joints: np.ndarray, parents: np.ndarray
+) -> np.ndarray:
+    """World transforms (T, J, 4, 4) that move rest-pose points by each joint.
+
+    rotations: (T, J, 3, 3) local rotations about each joint; joints: (J, 3) rest
+    positions; parents: (J,) parent index, -1 for the root, parents before children.
+    """
+    n_frames, n_joints = rotations.shape[:2]
+    local = np.zeros((n_frames, n_joints, 4, 4))
+    local[..., :3, :3] = rotations
+    local[..., 3, 3] = 1.0
+    offsets = joints.astype(np.float64).copy()
+    offsets[1:] -= joints[parents[1:]]
+    local[..., :3, 3] = offsets
+    world = np.empty_like(local)
+    for j in range(n_joints):
+        world[:, j] = local[:, j] if parents[j] < 0 else world[:, parents[j]] @ local[:, j]
+    # Remove the rest position so the transform applies to rest-pose vertices.
+    rest = np.einsum("tjab,jb->tja", world[..., :3, :3], joints)
+    world[..., :3, 3] -= rest
+    return world
+
+
+def skin(
+    vertices: np.ndarray,
+    transforms: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Skinned vertices (T, V, 3) from posed-rest vertices (T, V, 3) or (V, 3).
+
+    transforms: (T, J, 4, 4) from ``rigid_transforms``; weights: (V, J).
+    """
+    # Blend per-vertex 3x4 matrices: t frames, v vertices, j joints.
+    blended = np.einsum("vj,tjab->tvab", weights, transforms[..., :3, :])
+    if vertices.ndim == 2:
+        vertices = np.broadcast_to(vertices, (transforms.shape[0], *vertices.shape))
+    return np.einsum("tvab,tvb->tva", blended[..., :3], vertices) + blended[..., 3]
+
+
+def lbs(
+    rest_vertices: np.ndarray,
+    joints: np.ndarray,
+    parents: np.ndarray,
+    weights: np.ndarray,
+    joint_rotations: np.ndarray,
+    pose_correctives: np.ndarray | None = None,
+) -> np.ndarray:
+    """Vertices (T, V, 3) float32 for axis-angle ``joint_rotations`` (T, J, 3).
+
+    rest_vertices: (T, V, 3) or (V, 3), already carrying any blendshapes.
+    pose_correctives: optional (P, V*3) basis driven by the flattened
+    (R - I) of every non-root joint, as in SMPL and FLAME.
+    """
+    rotations = rodrigues(joint_rotations)
+    vertices = np.asarray(rest_vertices, np.float64)
+    if pose_correctives is not None:
+        n_frames = rotations.shape[0]
+        features = (rotations[:, 1:] - np.eye(3)).reshape(n_frames, -1)
+        offsets = (features @ pose_correctives).reshape(n_frames, -1, 3)
+        vertices = vertices + offsets
+    transforms = rigid_transforms(rotations, np.asarray(joints, np.float64), parents)
+    return skin(vertices, transforms, np.asarray(weights, np.float64)).astype(np.float32)

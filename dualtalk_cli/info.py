@@ -1,0 +1,48 @@
+"""What ``dualtalk info`` reports: versions, renderer, engines and heads."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from dualtalk_cli.version import __version__
+
+_PACKAGES = ("numpy", "scipy", "soundfile", "torch", "pyrender", "PyOpenGL", "trimesh")
+
+
+def collect_info() -> list[str]:
+    """Lines of text describing this installation."""
+    lines = [f"dualtalk {__version__}, Python {platform.python_version()}"]
+    for package in _PACKAGES:
+        try:
+            lines.append(f"  {package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"  {package}: not installed")
+    lines.append(f"ffmpeg: {_ffmpeg_version()}")
+    lines.append(f"renderer: {_renderer_status()}")
+    from dualtalk_cli.engines import available_engines
+    from dualtalk_cli.heads import available_heads
+
+    for kind, table in (("engine", available_engines()), ("head", available_heads())):
+        for name, reason in table.items():
+            lines.append(f"{kind} {name}: {'available' if reason is None else reason}")
+    return lines
+
+
+def _ffmpeg_version() -> str:
+    try:
+        import imageio_ffmpeg
+
+        return f"{imageio_ffmpeg.get_ffmpeg_version()} ({imageio_ffmpeg.get_ffmpeg_exe()})"
+    except Exception as error:  # any failure here is what the user needs to see
+        return f"not usable ({error})"
+
+
+def _renderer_status() -> str:
+    from dualtalk_cli.errors import RendererUnavailable
+    from dualtalk_cli.render import check_renderer
+
+    try:
+        return f"ok ({check_renderer()})"
+    except RendererUnavailable as error:
+        return f"not usable: {error}"

@@ -1,0 +1,292 @@
+"""One speaker's motion: per-frame FLAME parameters, ARKit weights, gaze and speech flags.
+
+The NPZ layout is the DualTalk dataset's (``exp`` (T,50), ``pose`` (T,6) = [neck, jaw]
+axis-angle, ``shape`` (T,100), float32) plus self-describing extras, so the dataset's
+tools read our files and we read theirs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from dualtalk_cli.errors import MotionFileError
+
+FORMAT_VERSION = 1
+N_EXPRESSION = 50  # FLAME 2020 expression coefficients used by DualTalk
+N_SHAPE = 100  # FLAME shape coefficients stored per frame
+N_NETWORK = 56  # DualTalk's vector: [exp 50, jaw 3, neck 3]
+
+# ARKit blendshape names in the column order of Apple's Live Link Face CSV export.
+ARKIT_NAMES: tuple[str, ...] = (
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft",
+    "eyeLookUpLeft", "eyeSquintLeft", "eyeWideLeft",
+    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight",
+    "eyeLookUpRight", "eyeSquintRight", "eyeWideRight",
+    "jawForward", "jawRight", "jawLeft", "jawOpen",
+    "mouthClose", "mouthFunnel", "mouthPucker", "mouthRight", "mouthLeft",
+    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
+    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight",
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
+    "noseSneerLeft", "noseSneerRight",
+    "tongueOut",
+)  # fmt: skip
+N_ARKIT = len(ARKIT_NAMES)
+ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_NAMES)}
+
+# Names of the 56 channels of the network vector, in the network's order.
+NETWORK_CHANNELS: tuple[str, ...] = (
+    *(f"exp{i:02d}" for i in range(N_EXPRESSION)),
+    "jaw_x", "jaw_y", "jaw_z", "neck_x", "neck_y", "neck_z",
+)  # fmt: skip
+
+_DATASET_KEYS = ("exp", "pose")
+_EXTRA_KEYS = ("eyes", "eyelids", "arkit", "speaking")
+
+
+@dataclass(frozen=True, eq=False)
+class Motion:
+    """Per-frame motion of one speaker; every array has T rows.
+
+    Rotations are axis-angle in radians in FLAME's head frame (x right, y up,
+    z toward the viewer); positive yaw (about y) turns the face toward +x.
+    """
+
+    exp: np.ndarray  # (T, 50) FLAME 2020 expression coefficients
+    pose: np.ndarray  # (T, 6) [neck/head axis-angle, jaw axis-angle]
+    shape: np.ndarray  # (T, 100) FLAME identity coefficients
+    eyes: np.ndarray  # (T, 6) [left eyeball, right eyeball] axis-angle
+    eyelids: np.ndarray  # (T, 2) closure of [left, right] lid, 0 open .. 1 shut
+    arkit: np.ndarray  # (T, 52) ARKit weights, order ARKIT_NAMES
+    speaking: np.ndarray  # (T,) bool, True where this person speaks
+    frames_per_second: float = 25.0
+    engine: str = "unknown"
+    arkit_names: tuple[str, ...] = field(default=ARKIT_NAMES)
+
+    def __post_init__(self) -> None:
+        n = self.n_frames
+        expected = {
+            "exp": (n, N_EXPRESSION),
+            "pose": (n, 6),
+            "shape": (n, N_SHAPE),
+            "eyes": (n, 6),
+            "eyelids": (n, 2),
+            "arkit": (n, len(self.arkit_names)),
+            "speaking": (n,),
+        }
+        for name, want in expected.items():
+            got = getattr(self, name).shape
+            if got != want:
+                raise ValueError(f"Motion.{name} has shape {got}, expected {want}")
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.exp.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return self.n_frames / self.frames_per_second
+
+    @property
+    def neck_pose(self) -> np.ndarray:
+        """(T, 3) neck/head axis-angle."""
+        return self.pose[:, 0:3]
+
+    @property
+    def jaw_pose(self) -> np.ndarray:
+        """(T, 3) jaw axis-angle."""
+        return self.pose[:, 3:6]
+
+    def arkit_weight(self, name: str) -> np.ndarray:
+        """(T,) the ARKit weight called ``name``."""
+        return self.arkit[:, self.arkit_names.index(name)]
+
+    def to_network(self) -> np.ndarray:
+        """(T, 56) float32 DualTalk vector [exp, jaw, neck]."""
+        return np.concatenate([self.exp, self.jaw_pose, self.neck_pose], axis=1).astype(
+            np.float32
+        )
+
+    def with_shape(self, shape: np.ndarray) -> Motion:
+        """The same motion with identity ``shape`` (100,) on every frame."""
+        row = np.zeros(N_SHAPE, np.float32)
+        values = np.asarray(shape, np.float32).ravel()[:N_SHAPE]
+        row[: values.size] = values
+        return replace(self, shape=np.tile(row, (self.n_frames, 1)))
+
+    @classmethod
+    def neutral(
+        cls, n_frames: int, frames_per_second: float = 25.0, engine: str = "neutral"
+    ) -> Motion:
+        """A motionless, neutral face for ``n_frames`` frames."""
+        return cls(
+            exp=np.zeros((n_frames, N_EXPRESSION), np.float32),
+            pose=np.zeros((n_frames, 6), np.float32),
+            shape=np.zeros((n_frames, N_SHAPE), np.float32),
+            eyes=np.zeros((n_frames, 6), np.float32),
+            eyelids=np.zeros((n_frames, 2), np.float32),
+            arkit=np.zeros((n_frames, N_ARKIT), np.float32),
+            speaking=np.zeros(n_frames, bool),
+            frames_per_second=float(frames_per_second),
+            engine=engine,
+        )
+
+    @classmethod
+    def from_network(
+        cls,
+        vectors: np.ndarray,
+        frames_per_second: float = 25.0,
+        engine: str = "dualtalk",
+    ) -> Motion:
+        """Motion from a (T, 56) DualTalk vector; the extras stay neutral."""
+        vectors = np.asarray(vectors, np.float32)
+        base = cls.neutral(len(vectors), frames_per_second, engine)
+        pose = np.concatenate([vectors[:, 53:56], vectors[:, 50:53]], axis=1)
+        return replace(base, exp=vectors[:, :N_EXPRESSION].copy(), pose=pose)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the NPZ to ``path`` (byte-identical for identical motion)."""
+        write_npz(path, self.to_arrays())
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The NPZ arrays, in the order they are written."""
+        return {
+            "exp": self.exp.astype(np.float32),
+            "pose": self.pose.astype(np.float32),
+            "shape": self.shape.astype(np.float32),
+            "eyes": self.eyes.astype(np.float32),
+            "eyelids": self.eyelids.astype(np.float32),
+            "arkit": self.arkit.astype(np.float32),
+            "arkit_names": np.array(self.arkit_names),
+            "speaking": self.speaking.astype(bool),
+            "fps": np.array(self.frames_per_second, np.float32),
+            "engine": np.array(self.engine),
+            "format_version": np.array(FORMAT_VERSION, np.int32),
+        }
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as a compressed NPZ with fixed zip timestamps.
+
+    ``numpy.savez`` stamps each member with the current time, so two runs would
+    differ in bytes; this writes the same format with a constant date.
+    """
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+            archive.writestr(info, buffer.getvalue())
+
+
+def load_motion(path: str | os.PathLike, frames_per_second: float | None = None) -> Motion:
+    """Read our NPZ or a DualTalk dataset NPZ (extra keys such as ``tex`` are ignored).
+
+    Files without our extras get neutral eyes, open eyelids, zero ARKit weights
+    and no speech flags. ``frames_per_second`` applies when the file has no ``fps``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MotionFileError("file not found", path)
+    if path.is_dir():
+        raise MotionFileError("is a directory, not an NPZ file", path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise MotionFileError(f"not a readable NPZ file ({_first_line(error)})", path)
+
+    for key in _DATASET_KEYS:
+        if key not in arrays:
+            raise MotionFileError(f"has no '{key}' array (keys: {sorted(arrays)})", path)
+    exp = _float_array(arrays, "exp", path)
+    n = exp.shape[0] if exp.ndim == 2 else -1
+    if exp.ndim != 2 or exp.shape[1] < N_EXPRESSION or n < 1:
+        raise MotionFileError(f"'exp' has shape {exp.shape}, expected (T, 50)", path)
+    exp = exp[:, :N_EXPRESSION]
+    pose = _float_array(arrays, "pose", path)
+    if pose.shape != (n, 6):
+        raise MotionFileError(f"'pose' has shape {pose.shape}, expected ({n}, 6)", path)
+
+    shape = np.zeros((n, N_SHAPE), np.float32)
+    if "shape" in arrays:
+        given = _float_array(arrays, "shape", path)
+        if given.ndim == 1:
+            given = np.tile(given, (n, 1))
+        if given.ndim != 2 or given.shape[0] != n:
+            raise MotionFileError(
+                f"'shape' has shape {given.shape}, expected ({n}, 100)", path
+            )
+        width = min(N_SHAPE, given.shape[1])
+        shape[:, :width] = given[:, :width]
+
+    names = ARKIT_NAMES
+    if "arkit_names" in arrays:
+        names = tuple(str(x) for x in arrays["arkit_names"].ravel())
+    extras = {
+        "eyes": (6,),
+        "eyelids": (2,),
+        "arkit": (len(names),),
+        "speaking": (),
+    }
+    values = {}
+    for key, width in extras.items():
+        if key in arrays:
+            array = arrays[key]
+            if array.shape != (n, *width):
+                raise MotionFileError(
+                    f"'{key}' has shape {array.shape}, expected {(n, *width)}", path
+                )
+            values[key] = array.astype(bool if key == "speaking" else np.float32)
+        else:
+            values[key] = np.zeros((n, *width), bool if key == "speaking" else np.float32)
+    if "arkit" in arrays and names != ARKIT_NAMES:
+        values["arkit"] = _reorder_arkit(values["arkit"], names)
+
+    fps = float(arrays["fps"]) if "fps" in arrays else (frames_per_second or 25.0)
+    if not np.isfinite(fps) or fps <= 0:
+        raise MotionFileError(f"'fps' is {fps}, expected a positive number", path)
+    engine = str(arrays["engine"]) if "engine" in arrays else "dataset"
+    for name, array in (("exp", exp), ("pose", pose)):
+        if not np.all(np.isfinite(array)):
+            raise MotionFileError(f"'{name}' holds NaN or infinite values", path)
+    return Motion(
+        exp=np.ascontiguousarray(exp, np.float32),
+        pose=np.ascontiguousarray(pose, np.float32),
+        shape=shape,
+        frames_per_second=fps,
+        engine=engine,
+        **values,
+    )
+
+
+def _float_array(arrays: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
+    array = arrays[key]
+    if not np.issubdtype(array.dtype, np.number):
+        raise MotionFileError(f"'{key}' is {array.dtype}, expected numbers", path)
+    return array.astype(np.float32)
+
+
+def _reorder_arkit(weights: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Map weights stored in another ARKit order onto ARKIT_NAMES (unknown names dropped)."""
+    out = np.zeros((len(weights), N_ARKIT), np.float32)
+    for column, name in enumerate(names):
+        if name in ARKIT_INDEX:
+            out[:, ARKIT_INDEX[name]] = weights[:, column]
+    return out
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,82 @@
+"""Shared fixtures: small synthetic conversations written as audio files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def voice(
+    seconds: float,
+    turns: list[tuple[float, float]],
+    f0: float,
+    rate: int = 16000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Speech-like audio: a harmonic voice with 4-5 Hz syllables during ``turns``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = f0 * (1 + 0.05 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    harmonics = sum(np.sin(k * phase) / k for k in range(1, 12))
+    syllables = np.clip(np.sin(2 * np.pi * 4.5 * t + rng.uniform(0, 6)), 0, None) ** 0.7
+    gate = np.zeros_like(t)
+    for start, end in turns:
+        gate[(t >= start) & (t < end)] = 1.0
+    signal = harmonics * syllables * gate
+    signal += 0.002 * rng.standard_normal(len(t))  # room noise
+    return (0.3 * signal / np.max(np.abs(signal))).astype(np.float32)
+
+
+def write_dialogue(
+    folder: Path,
+    seconds: float = 4.0,
+    turns_a: list[tuple[float, float]] | None = None,
+    turns_b: list[tuple[float, float]] | None = None,
+    rate: int = 16000,
+) -> tuple[Path, Path]:
+    """Write a.wav and b.wav: by default A speaks first, then B."""
+    turns_a = [(0.2, seconds / 2 - 0.3)] if turns_a is None else turns_a
+    turns_b = [(seconds / 2 + 0.1, seconds - 0.2)] if turns_b is None else turns_b
+    path_a, path_b = folder / "a.wav", folder / "b.wav"
+    soundfile.write(path_a, voice(seconds, turns_a, 120, rate, seed=1), rate)
+    soundfile.write(path_b, voice(seconds, turns_b, 210, rate, seed=2), rate)
+    return path_a, path_b
+
+
+@pytest.fixture
+def dialogue(tmp_path: Path) -> tuple[Path, Path]:
+    """A 4 s two-person dialogue at 16 kHz: A speaks, then B."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return write_dialogue(folder)
+
+
+def run_cli(*args: str | os.PathLike, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``dualtalk ARGS`` in a fresh process, as a user would."""
+    command = [sys.executable, "-m", "dualtalk_cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit code 2, one line on stderr naming what went wrong, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary or partial files a run may have left in ``folder``."""
+    return [p for p in folder.rglob("*") if ".partial" in p.name or ".previous" in p.name]

@@ -1,0 +1,190 @@
+"""The main job end to end, through the CLI and the public API."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile
+
+import dualtalk_cli
+from conftest import EXAMPLES, leftovers, run_cli, write_dialogue
+from dualtalk_cli.motion import ARKIT_NAMES, load_motion
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys; from dualtalk_cli import cli;"
+        "heavy = [m for m in ('torch', 'pyrender', 'transformers', 'OpenGL', 'scipy')"
+        " if m in sys.modules]; print(heavy)"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert run_cli("--help").returncode == 0
+
+
+def test_schema_and_frame_counts(dialogue, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("animate", *dialogue, "-o", out, "--no-video", "--no-obj")
+    assert result.returncode == 0, result.stderr
+    n_samples = soundfile.info(dialogue[0]).frames
+    n_frames = math.ceil(n_samples / 640)
+    for name in ("a", "b"):
+        with np.load(out / f"{name}.npz") as data:
+            arrays = {key: data[key] for key in data.files}
+        expected = {
+            "exp": (n_frames, 50),
+            "pose": (n_frames, 6),
+            "shape": (n_frames, 100),
+            "eyes": (n_frames, 6),
+            "eyelids": (n_frames, 2),
+            "arkit": (n_frames, 52),
+            "speaking": (n_frames,),
+        }
+        for key, shape in expected.items():
+            assert arrays[key].shape == shape, key
+        for key in ("exp", "pose", "shape", "eyes", "eyelids", "arkit"):
+            assert arrays[key].dtype == np.float32, key
+        assert arrays["speaking"].dtype == bool
+        assert tuple(arrays["arkit_names"]) == ARKIT_NAMES
+        assert float(arrays["fps"]) == 25.0
+        assert str(arrays["engine"]) == "procedural"
+        assert int(arrays["format_version"]) == 1
+        assert not np.any(arrays["exp"])  # the procedural engine leaves exp at zero
+        assert set(out.iterdir()) == {out / "a.npz", out / "b.npz"}
+
+
+def test_fps_and_unequal_lengths(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path_a, _ = write_dialogue(folder, seconds=3.0)
+    longer = folder / "long.flac"
+    soundfile.write(longer, np.zeros(int(44100 * 3.7), np.float32), 44100)
+    out = tmp_path / "out"
+    result = run_cli("animate", path_a, longer, "-o", out, "--fps", "30", "--no-video")
+    assert result.returncode == 0, result.stderr
+    a, b = load_motion(out / "a.npz"), load_motion(out / "long.npz")
+    assert a.n_frames == b.n_frames == math.ceil(3.7 * 30)
+    assert a.frames_per_second == 30
+    assert not b.speaking.any()  # silence only listens
+    assert len(list((out / "a").glob("*.obj"))) == a.n_frames
+
+
+def test_obj_sequences(dialogue, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("animate", *dialogue, "-o", out, "--no-video")
+    assert result.returncode == 0, result.stderr
+    head = dualtalk_cli.load_head("builtin")
+    n_frames = load_motion(out / "a.npz").n_frames
+    for name in ("a", "b"):
+        files = sorted((out / name).glob("*.obj"))
+        assert len(files) == n_frames
+        assert files[0].name == "000000.obj"
+        lines = files[n_frames // 2].read_text().splitlines()
+        assert sum(line.startswith("v ") for line in lines) == len(head.rest_vertices)
+        assert sum(line.startswith("f ") for line in lines) == len(head.faces)
+    assert leftovers(out) == []
+
+
+def test_mp4_frames_size_and_audio(dialogue, tmp_path):
+    from dualtalk_cli.video import probe
+
+    out = tmp_path / "out"
+    result = run_cli("animate", *dialogue, "-o", out, "--no-obj")
+    assert result.returncode == 0, result.stderr
+    n_frames = load_motion(out / "a.npz").n_frames
+    info = probe(out / "a_b.mp4")
+    assert info["n_frames"] == n_frames
+    assert (info["width"], info["height"]) == (1024, 512)
+    assert info["audio_channels"] == 2
+    seconds = soundfile.info(dialogue[0]).duration
+    assert abs(info["audio_seconds"] - seconds) < 1 / 25 + 0.03
+    assert abs(n_frames / 25 - seconds) <= 1 / 25
+    assert leftovers(out) == []
+
+
+def test_stereo_file_names_and_channels(tmp_path):
+    out = tmp_path / "out"
+    stereo = EXAMPLES / "dialogue_stereo.wav"
+    result = run_cli("animate", stereo, "-o", out, "--no-video", "--no-obj")
+    assert result.returncode == 0, result.stderr
+    a = load_motion(out / "dialogue_stereo_speaker1.npz")
+    from_mono = tmp_path / "mono"
+    result = run_cli(
+        "animate",
+        EXAMPLES / "dialogue_speaker1.wav",
+        EXAMPLES / "dialogue_speaker2.wav",
+        "-o",
+        from_mono,
+        "--no-video",
+        "--no-obj",
+    )
+    assert result.returncode == 0, result.stderr
+    same = load_motion(from_mono / "dialogue_speaker1.npz")
+    np.testing.assert_array_equal(a.pose, same.pose)
+
+
+def test_determinism_and_seed(dialogue, tmp_path):
+    runs = []
+    for name, seed in (("one", 7), ("two", 7), ("three", 8)):
+        out = tmp_path / name
+        args = ("animate", *dialogue, "-o", out, "--seed", seed, "--no-video", "--no-obj")
+        assert run_cli(*args).returncode == 0
+        runs.append((out / "a.npz").read_bytes() + (out / "b.npz").read_bytes())
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+@pytest.fixture(scope="module")
+def example_motions(tmp_path_factory):
+    out = tmp_path_factory.mktemp("example")
+    result = dualtalk_cli.animate(
+        EXAMPLES / "dialogue_speaker1.wav",
+        EXAMPLES / "dialogue_speaker2.wav",
+        out_dir=out,
+        formats=["npz"],
+    )
+    turns = json.loads((EXAMPLES / "dialogue.json").read_text())["turns"]
+    return result.conversation.motions, turns
+
+
+def _frames_of(turns, speaker, fps=25.0):
+    frames = set()
+    for turn in turns:
+        if turn["speaker"] == speaker:
+            frames.update(range(int(turn["start"] * fps), int(turn["end"] * fps)))
+    return np.array(sorted(frames))
+
+
+def test_each_head_talks_when_its_person_speaks(example_motions):
+    motions, turns = example_motions
+    for index, speaker in enumerate((1, 2)):
+        own = _frames_of(turns, speaker)
+        other = np.setdiff1d(_frames_of(turns, 3 - speaker), own)
+        jaw = motions[index].jaw_pose[:, 0]
+        assert jaw[own].mean() > 5 * max(jaw[other].mean(), 1e-4), speaker
+        assert motions[index].speaking[own].mean() > 0.7
+        assert motions[index].speaking[other].mean() < 0.1
+
+
+def test_blinks_in_both_and_nods_in_listener(example_motions):
+    motions, turns = example_motions
+    for motion in motions:
+        closed = motion.eyelids[:, 0] > 0.5
+        blinks = np.count_nonzero(closed[1:] & ~closed[:-1])
+        per_minute = blinks / motion.seconds * 60
+        assert 8 <= per_minute <= 30, per_minute
+    # The listener's head pitches after the speaker's long turns end.
+    listener, pitch = motions[1], motions[1].neck_pose[:, 0]
+    ends = [t["end"] for t in turns if t["speaker"] == 1 and t["end"] - t["start"] > 1.5]
+    dips = []
+    for end in ends:
+        after = pitch[int(end * 25) : int(end * 25) + 30]
+        before = pitch[int(end * 25) - 40 : int(end * 25) - 5]
+        dips.append(np.ptp(after) > 1.5 * np.ptp(before))
+    assert listener.n_frames > 0 and np.mean(dips) >= 0.5, dips
