@@ -11,8 +11,8 @@ from typing import Any
 from dualtalk_cli.version import __version__
 
 _EXPORTS = {
-    "animate": "dualtalk_cli.animate",
-    "render": "dualtalk_cli.animate",
+    "animate": "dualtalk_cli.animation",
+    "render_video": "dualtalk_cli.animation",
     "load_engine": "dualtalk_cli.engines",
     "available_engines": "dualtalk_cli.engines",
     "load_head": "dualtalk_cli.heads",

@@ -114,7 +114,11 @@ def _check_wav_length(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as file:
         header = file.read(12)
-        if len(header) < 12 or header[:4] not in (b"RIFF", b"RF64") or header[8:12] != b"WAVE":
+        if (
+            len(header) < 12
+            or header[:4] not in (b"RIFF", b"RF64")
+            or header[8:12] != b"WAVE"
+        ):
             return  # not RIFF/WAVE: let the decoder say what it is
         if header[:4] == b"RF64":
             return  # 64-bit sizes live in a ds64 chunk; trust the decoder
@@ -124,7 +128,10 @@ def _check_wav_length(path: Path) -> None:
             chunk_id, chunk_size = struct.unpack("<4sI", file.read(8))
             if chunk_id == b"data":
                 # 0 and 0xFFFFFFFF mark streamed files whose size was never filled in.
-                if chunk_size not in (0, 0xFFFFFFFF) and position + 8 + chunk_size > size:
+                if (
+                    chunk_size not in (0, 0xFFFFFFFF)
+                    and position + 8 + chunk_size > size
+                ):
                     missing = position + 8 + chunk_size - size
                     raise AudioError(
                         f"is truncated: {missing} bytes of audio data are missing",

@@ -1,4 +1,4 @@
-"""The ``dualtalk`` command: parses arguments, reports progress and errors, nothing more."""
+"""The ``dualtalk`` command: parses arguments, reports progress and errors."""
 
 from __future__ import annotations
 
@@ -31,11 +31,20 @@ DebugOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace outputs that already exist.")
 ]
-HeadOpt = Annotated[
-    str, typer.Option("--head", help="Head to show: auto or builtin.")
-]
+HeadOpt = Annotated[str, typer.Option("--head", help="Head to show: auto or builtin.")]
+
+
+def _even(size: int) -> int:
+    if size % 2:
+        raise typer.BadParameter("must be even (H.264 needs even frame sizes)")
+    return size
+
+
 SizeOpt = Annotated[
-    int, typer.Option("--size", min=64, max=4096, help="Pixels per head, square.")
+    int,
+    typer.Option(
+        "--size", min=64, max=4096, callback=_even, help="Pixels per head, square."
+    ),
 ]
 
 STAGE_LABELS = {
@@ -110,7 +119,7 @@ def animate_command(
     formats = ["npz"] + ([] if no_obj else ["obj"]) + ([] if no_video else ["mp4"])
 
     def run(progress, say):
-        from dualtalk_cli.animate import animate
+        from dualtalk_cli.animation import animate
 
         result = animate(
             audio[0],
@@ -172,9 +181,9 @@ def render_command(
     target = out or motions[0].with_name("_".join(p.stem for p in motions) + ".mp4")
 
     def run(progress, say):
-        from dualtalk_cli.animate import render
+        from dualtalk_cli.animation import render_video
 
-        path = render(
+        path = render_video(
             motions,
             target,
             audio_paths=audio or (),
@@ -240,7 +249,7 @@ def _run(
 
 @contextmanager
 def _progress_reporter(enabled: bool) -> Iterator[tuple[Any, Callable[[str], None]]]:
-    """(progress callback, line printer): a rich bar on a terminal, else plain stderr."""
+    """(progress callback, printer): a rich bar on a terminal, else plain stderr."""
     if not enabled:
         yield None, lambda message: print(message, file=sys.stderr)
         return

@@ -33,7 +33,9 @@ def _ffmpeg_version() -> str:
     try:
         import imageio_ffmpeg
 
-        return f"{imageio_ffmpeg.get_ffmpeg_version()} ({imageio_ffmpeg.get_ffmpeg_exe()})"
+        return (
+            f"{imageio_ffmpeg.get_ffmpeg_version()} ({imageio_ffmpeg.get_ffmpeg_exe()})"
+        )
     except Exception as error:  # any failure here is what the user needs to see
         return f"not usable ({error})"
 

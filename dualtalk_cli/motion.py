@@ -1,4 +1,4 @@
-"""One speaker's motion: per-frame FLAME parameters, ARKit weights, gaze and speech flags.
+"""One speaker's motion: FLAME parameters, ARKit weights, gaze and speech per frame.
 
 The NPZ layout is the DualTalk dataset's (``exp`` (T,50), ``pose`` (T,6) = [neck, jaw]
 axis-angle, ``shape`` (T,100), float32) plus self-describing extras, so the dataset's
@@ -35,7 +35,8 @@ ARKIT_NAMES: tuple[str, ...] = (
     "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
     "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
     "mouthUpperUpLeft", "mouthUpperUpRight",
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "browDownLeft", "browDownRight", "browInnerUp",
+    "browOuterUpLeft", "browOuterUpRight",
     "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
     "noseSneerLeft", "noseSneerRight",
     "tongueOut",
@@ -190,7 +191,9 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
             archive.writestr(info, buffer.getvalue())
 
 
-def load_motion(path: str | os.PathLike, frames_per_second: float | None = None) -> Motion:
+def load_motion(
+    path: str | os.PathLike, frames_per_second: float | None = None
+) -> Motion:
     """Read our NPZ or a DualTalk dataset NPZ (extra keys such as ``tex`` are ignored).
 
     Files without our extras get neutral eyes, open eyelids, zero ARKit weights
@@ -205,11 +208,14 @@ def load_motion(path: str | os.PathLike, frames_per_second: float | None = None)
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise MotionFileError(f"not a readable NPZ file ({_first_line(error)})", path)
+        reason = _first_line(error)
+        raise MotionFileError(f"not a readable NPZ file ({reason})", path) from None
 
     for key in _DATASET_KEYS:
         if key not in arrays:
-            raise MotionFileError(f"has no '{key}' array (keys: {sorted(arrays)})", path)
+            raise MotionFileError(
+                f"has no '{key}' array (keys: {sorted(arrays)})", path
+            )
     exp = _float_array(arrays, "exp", path)
     n = exp.shape[0] if exp.ndim == 2 else -1
     if exp.ndim != 2 or exp.shape[1] < N_EXPRESSION or n < 1:
@@ -250,7 +256,9 @@ def load_motion(path: str | os.PathLike, frames_per_second: float | None = None)
                 )
             values[key] = array.astype(bool if key == "speaking" else np.float32)
         else:
-            values[key] = np.zeros((n, *width), bool if key == "speaking" else np.float32)
+            values[key] = np.zeros(
+                (n, *width), bool if key == "speaking" else np.float32
+            )
     if "arkit" in arrays and names != ARKIT_NAMES:
         values["arkit"] = _reorder_arkit(values["arkit"], names)
 
@@ -279,7 +287,7 @@ def _float_array(arrays: dict[str, np.ndarray], key: str, path: Path) -> np.ndar
 
 
 def _reorder_arkit(weights: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-    """Map weights stored in another ARKit order onto ARKIT_NAMES (unknown names dropped)."""
+    """Weights in another ARKit order mapped onto ARKIT_NAMES; unknown ones dropped."""
     out = np.zeros((len(weights), N_ARKIT), np.float32)
     for column, name in enumerate(names):
         if name in ARKIT_INDEX:

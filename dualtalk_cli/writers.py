@@ -79,7 +79,9 @@ class Writer(ABC):
         """Fail before any work if an output exists and may not be replaced."""
         for path in self.outputs(conversation):
             if path.exists() and not self.overwrite:
-                raise OutputError("already exists; pass --overwrite to replace it", path)
+                raise OutputError(
+                    "already exists; pass --overwrite to replace it", path
+                )
             if path.exists() and path.is_dir() != (self.extension == ""):
                 kind = "folder" if path.is_dir() else "file"
                 raise OutputError(f"is a {kind} in the way of this output", path)
@@ -185,10 +187,16 @@ class Mp4Writer(Writer):
         return [path]
 
 
-WRITERS: dict[str, type[Writer]] = {"npz": NpzWriter, "obj": ObjWriter, "mp4": Mp4Writer}
+WRITERS: dict[str, type[Writer]] = {
+    "npz": NpzWriter,
+    "obj": ObjWriter,
+    "mp4": Mp4Writer,
+}
 
 
-def get_writers(formats: list[str], out_dir: str | os.PathLike, **options) -> list[Writer]:
+def get_writers(
+    formats: list[str], out_dir: str | os.PathLike, **options
+) -> list[Writer]:
     """Writers for ``formats`` ("all" means every format), in a fixed order."""
     names = list(WRITERS) if "all" in formats else [f for f in WRITERS if f in formats]
     unknown = set(formats) - set(WRITERS) - {"all"}

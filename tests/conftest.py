@@ -32,9 +32,10 @@ def voice(
     gate = np.zeros_like(t)
     for start, end in turns:
         gate[(t >= start) & (t < end)] = 1.0
-    signal = harmonics * syllables * gate
-    signal += 0.002 * rng.standard_normal(len(t))  # room noise
-    return (0.3 * signal / np.max(np.abs(signal))).astype(np.float32)
+    speech = harmonics * syllables * gate
+    peak = np.max(np.abs(speech)) if gate.any() else 1.0
+    noise = 0.0007 * rng.standard_normal(len(t))  # a quiet room, about -63 dBFS
+    return (0.3 * speech / peak + noise).astype(np.float32)
 
 
 def write_dialogue(
@@ -64,7 +65,9 @@ def dialogue(tmp_path: Path) -> tuple[Path, Path]:
 def run_cli(*args: str | os.PathLike, **kwargs) -> subprocess.CompletedProcess:
     """Run ``dualtalk ARGS`` in a fresh process, as a user would."""
     command = [sys.executable, "-m", "dualtalk_cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -79,4 +82,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 
 def leftovers(folder: Path) -> list[Path]:
     """Temporary or partial files a run may have left in ``folder``."""
-    return [p for p in folder.rglob("*") if ".partial" in p.name or ".previous" in p.name]
+    return [
+        p for p in folder.rglob("*") if ".partial" in p.name or ".previous" in p.name
+    ]

@@ -1,4 +1,4 @@
-"""Bad input: exit code 2, one line naming the file and the problem, no partial output."""
+"""Bad input: exit code 2, one line naming the file and problem, no partial output."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,7 +156,9 @@ def test_npz_without_exp(tmp_path):
 
 def test_npz_wrong_shape(tmp_path):
     bad = tmp_path / "bad.npz"
-    np.savez(bad, exp=np.zeros((10, 50), np.float32), pose=np.zeros((10, 3), np.float32))
+    np.savez(
+        bad, exp=np.zeros((10, 50), np.float32), pose=np.zeros((10, 3), np.float32)
+    )
     result = run_cli("render", bad, "-o", tmp_path / "v.mp4")
     assert_one_line_error(result, str(bad), "'pose'", "(10, 6)")
 
@@ -196,7 +197,14 @@ def test_ctrl_c_during_rendering(tmp_path):
 
     # A longer conversation, so rendering is still going when we interrupt it.
     write_dialogue(folder, seconds=40.0)
-    command = [sys.executable, "-m", "dualtalk_cli", "animate", str(path_a), str(path_b)]
+    command = [
+        sys.executable,
+        "-m",
+        "dualtalk_cli",
+        "animate",
+        str(path_a),
+        str(path_b),
+    ]
     command += ["-o", str(out), "--size", "256", "--overwrite"]
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, text=True, start_new_session=True

@@ -32,13 +32,17 @@ class Head(ABC):
         return None
 
     @abstractmethod
-    def vertices(self, motion: Motion, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """(stop - start, V, 3) float32 vertices for frames ``start:stop`` of ``motion``."""
+    def vertices(
+        self, motion: Motion, start: int = 0, stop: int | None = None
+    ) -> np.ndarray:
+        """(stop - start, V, 3) float32 vertices of frames ``start:stop``."""
 
     def iter_vertices(self, motion: Motion) -> Iterator[np.ndarray]:
         """Yield (n, V, 3) chunks covering every frame, so memory stays bounded."""
         for start in range(0, motion.n_frames, self.chunk_frames):
-            yield self.vertices(motion, start, min(start + self.chunk_frames, motion.n_frames))
+            yield self.vertices(
+                motion, start, min(start + self.chunk_frames, motion.n_frames)
+            )
 
     def notes(self, motion: Motion) -> list[str]:
         """One-line remarks on what this head cannot show of ``motion``."""

@@ -43,7 +43,9 @@ def rigid_transforms(
     local[..., :3, 3] = offsets
     world = np.empty_like(local)
     for j in range(n_joints):
-        world[:, j] = local[:, j] if parents[j] < 0 else world[:, parents[j]] @ local[:, j]
+        world[:, j] = (
+            local[:, j] if parents[j] < 0 else world[:, parents[j]] @ local[:, j]
+        )
     # Remove the rest position so the transform applies to rest-pose vertices.
     rest = np.einsum("tjab,jb->tja", world[..., :3, :3], joints)
     world[..., :3, 3] -= rest
@@ -60,10 +62,12 @@ def skin(
     transforms: (T, J, 4, 4) from ``rigid_transforms``; weights: (V, J).
     """
     # Blend per-vertex 3x4 matrices: t frames, v vertices, j joints.
-    blended = np.einsum("vj,tjab->tvab", weights, transforms[..., :3, :])
-    if vertices.ndim == 2:
-        vertices = np.broadcast_to(vertices, (transforms.shape[0], *vertices.shape))
-    return np.einsum("tvab,tvb->tva", blended[..., :3], vertices) + blended[..., 3]
+    blended = np.einsum("vj,tjab->tvab", weights, transforms[..., :3, :], optimize=True)
+    # Apply them column by column: plain einsum over (t, v) is several times slower.
+    out = blended[..., 3].copy()
+    for k in range(3):
+        out += blended[..., k] * vertices[..., k : k + 1]
+    return out
 
 
 def lbs(
@@ -88,4 +92,6 @@ def lbs(
         offsets = (features @ pose_correctives).reshape(n_frames, -1, 3)
         vertices = vertices + offsets
     transforms = rigid_transforms(rotations, np.asarray(joints, np.float64), parents)
-    return skin(vertices, transforms, np.asarray(weights, np.float64)).astype(np.float32)
+    return skin(vertices, transforms, np.asarray(weights, np.float64)).astype(
+        np.float32
+    )

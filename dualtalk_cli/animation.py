@@ -1,4 +1,4 @@
-"""The main job: a conversation's audio in, both speakers' motion, meshes and video out."""
+"""The main job: audio of a conversation in; motion, meshes and video of both out."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 from dualtalk_cli.audio import FPS, load_conversation, n_frames_for, stereo
 from dualtalk_cli.engines import load_engine
 from dualtalk_cli.errors import OutputError
-from dualtalk_cli.motion import Motion
 from dualtalk_cli.heads import Head, load_head
+from dualtalk_cli.motion import Motion
 from dualtalk_cli.writers import (
     Cancelled,
     Conversation,
@@ -87,7 +87,11 @@ def animate(
     n_frames = n_frames_for(len(track_a), frames_per_second)
     the_engine = load_engine(engine)
     motion_a, motion_b = the_engine.animate(
-        track_a, track_b, n_frames=n_frames, frames_per_second=frames_per_second, seed=seed
+        track_a,
+        track_b,
+        n_frames=n_frames,
+        frames_per_second=frames_per_second,
+        seed=seed,
     )
     if progress:
         progress("engine", 1, 1)
@@ -112,7 +116,7 @@ def animate(
     )
 
 
-def render(
+def render_video(
     motion_paths: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
     *,
@@ -123,7 +127,7 @@ def render(
     progress: Progress | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> Path:
-    """A video of one head, or two side by side, from parameter files (ours or DualTalk's)."""
+    """A video of one head, or two side by side, from NPZ files (ours or DualTalk's)."""
     from dualtalk_cli.audio import load_audio, pad_to_same_length
     from dualtalk_cli.motion import load_motion
 

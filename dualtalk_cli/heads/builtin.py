@@ -1,0 +1,148 @@
+"""The built-in head: a CC0 MakeHuman head with 52 ARKit blendshapes and FLAME's joints.
+
+The asset (``assets/builtin_head.npz``, see ``scripts/build_builtin_head.py`` and
+``assets/NOTICE``) holds a mesh in metres with the origin at the neck joint, one
+delta per vertex for each ARKit name, and a skeleton laid out like FLAME's
+(root, neck, jaw, left eye, right eye), so FLAME jaw, neck and eye rotations
+drive it directly.
+
+Engines write the jaw and the gaze twice: as axis-angle (``pose``, ``eyes``) and
+as ARKit weights (``jawOpen``, ``eyeLook*``). This head shows them once, by the
+bones, and ignores those nine ARKit channels; adding both would open the mouth
+or turn the eyes twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from dualtalk_cli.errors import HeadUnavailable
+from dualtalk_cli.heads.base import Head
+from dualtalk_cli.heads.lbs import lbs
+from dualtalk_cli.motion import ARKIT_NAMES, Motion
+
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "builtin_head.npz"
+FORMAT_VERSION = 1
+JOINT_NAMES = ("root", "neck", "jaw", "eye_left", "eye_right")
+
+# ARKit channels shown by the jaw and eye bones instead of blendshapes.
+BONE_CHANNELS = (
+    "jawOpen",
+    "eyeLookDownLeft",
+    "eyeLookInLeft",
+    "eyeLookOutLeft",
+    "eyeLookUpLeft",
+    "eyeLookDownRight",
+    "eyeLookInRight",
+    "eyeLookOutRight",
+    "eyeLookUpRight",
+)
+_BLINK_LEFT = ARKIT_NAMES.index("eyeBlinkLeft")
+_BLINK_RIGHT = ARKIT_NAMES.index("eyeBlinkRight")
+
+
+@functools.lru_cache(maxsize=4)
+def load_asset(path: Path = ASSET) -> dict[str, np.ndarray]:
+    """The asset's arrays, read once per path and checked; raises HeadUnavailable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        reason = f"cannot read the built-in head ({error})"
+        raise HeadUnavailable(reason, path) from error
+    version = int(arrays.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise HeadUnavailable(f"head format {version}, expected {FORMAT_VERSION}", path)
+    n = len(arrays.get("vertices", ()))
+    expected = {
+        "vertices": (n, 3),
+        "vertex_colors": (n, 3),
+        "arkit_deltas": (len(ARKIT_NAMES), n, 3),
+        "joints": (len(JOINT_NAMES), 3),
+        "joint_parents": (len(JOINT_NAMES),),
+        "weights": (n, len(JOINT_NAMES)),
+    }
+    for key, shape in expected.items():
+        if key not in arrays or arrays[key].shape != shape:
+            raise HeadUnavailable(f"'{key}' is missing or not {shape}", path)
+    names = tuple(str(x) for x in arrays.get("arkit_names", ()))
+    if names != ARKIT_NAMES:
+        raise HeadUnavailable("the ARKit targets are not in ARKIT_NAMES order", path)
+    for array in arrays.values():
+        array.setflags(write=False)  # shared by every BuiltinHead
+    return arrays
+
+
+def unavailable_reason(**options: object) -> str | None:
+    """None, or why the built-in head cannot be loaded (a broken install)."""
+    try:
+        load_asset()
+    except HeadUnavailable as error:
+        return str(error)
+    return None
+
+
+class BuiltinHead(Head):
+    """The CC0 head shipped with the package; needs no user files."""
+
+    name = "builtin"
+
+    def __init__(self, **options: object) -> None:
+        # Options meant for other heads (such as a FLAME file) do not apply here.
+        data = load_asset()
+        self._rest = data["vertices"]
+        self._faces = data["faces"]
+        self._colors = data["vertex_colors"]
+        self.joints = data["joints"]
+        self.parents = data["joint_parents"]
+        self.weights = data["weights"]
+        basis = data["arkit_deltas"].astype(np.float32)
+        basis[[ARKIT_NAMES.index(name) for name in BONE_CHANNELS]] = 0.0
+        # (V*3, 52), sparse: each target moves a fifth of the head, so one sparse
+        # matmul per chunk of frames costs a tenth of a dense one.
+        self._basis = csr_matrix(basis.reshape(len(ARKIT_NAMES), -1).T)
+
+    @property
+    def faces(self) -> np.ndarray:
+        return self._faces
+
+    @property
+    def rest_vertices(self) -> np.ndarray:
+        return self._rest
+
+    @property
+    def vertex_colors(self) -> np.ndarray:
+        return self._colors
+
+    def vertices(
+        self, motion: Motion, start: int = 0, stop: int | None = None
+    ) -> np.ndarray:
+        """(stop - start, V, 3) float32 vertices for frames ``start:stop``."""
+        frames = slice(start, motion.n_frames if stop is None else stop)
+        weights = np.array(motion.arkit[frames], np.float32)
+        lids = motion.eyelids[frames]
+        weights[:, _BLINK_LEFT] = np.maximum(weights[:, _BLINK_LEFT], lids[:, 0])
+        weights[:, _BLINK_RIGHT] = np.maximum(weights[:, _BLINK_RIGHT], lids[:, 1])
+        deltas = (self._basis @ weights.T).T.reshape(len(weights), -1, 3)
+        shaped = self._rest + deltas
+        rotations = np.zeros((len(weights), len(JOINT_NAMES), 3), np.float32)
+        rotations[:, 1] = motion.neck_pose[frames]
+        rotations[:, 2] = motion.jaw_pose[frames]
+        rotations[:, 3] = motion.eyes[frames, 0:3]
+        rotations[:, 4] = motion.eyes[frames, 3:6]
+        return lbs(shaped, self.joints, self.parents, self.weights, rotations)
+
+    def notes(self, motion: Motion) -> list[str]:
+        """Say so when the motion has FLAME expressions this head cannot show."""
+        used = int(np.count_nonzero(np.any(motion.exp != 0, axis=0)))
+        if used == 0:
+            return []
+        return [
+            f"the {used} FLAME expression values cannot be shown on the built-in "
+            "head without a FLAME model (jaw and neck are exact)"
+        ]
