@@ -53,14 +53,16 @@ def timed(function, *args, **kwargs):
 
 
 def stage_times(
-    path_a: Path, path_b: Path, folder: Path, size: int
+    path_a: Path, path_b: Path, folder: Path, size: int, heavy: bool
 ) -> dict[str, float]:
-    """Seconds for each stage run on its own."""
+    """Seconds for each stage run on its own; ``heavy`` adds OBJ and video."""
     from dualtalk_cli.audio import load_conversation, n_frames_for, stereo
     from dualtalk_cli.engines import load_engine
     from dualtalk_cli.heads import load_head
+    from dualtalk_cli.render import Renderer
     from dualtalk_cli.writers import Conversation, Mp4Writer, NpzWriter, ObjWriter
 
+    folder.mkdir(parents=True, exist_ok=True)
     times = {}
     (a, b), times["audio"] = timed(load_conversation, path_a, path_b)
     engine = load_engine("procedural")
@@ -72,10 +74,21 @@ def stage_times(
     _, times["vertices"] = timed(
         lambda: [sum(len(c) for c in head.iter_vertices(m)) for m in motions]
     )
+    if not heavy:
+        return times
     _, times["obj"] = timed(ObjWriter(folder, overwrite=True).write, conversation, head)
+
+    def render_only() -> None:
+        faces, rest = [head.faces] * 2, [head.rest_vertices] * 2
+        colors = [head.vertex_colors] * 2
+        with Renderer(faces, rest, size=size, vertex_colors=colors) as r:
+            for chunks in zip(*(head.iter_vertices(m) for m in motions)):
+                for i in range(len(chunks[0])):
+                    r.draw([chunks[0][i], chunks[1][i]])
+
+    _, times["render"] = timed(render_only)
     mp4 = Mp4Writer(folder, overwrite=True, size=size)
     _, times["render+encode"] = timed(mp4.write, conversation, head)
-    times["frames"] = n_frames
     return times
 
 
@@ -107,6 +120,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[60, 600])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--skip-stages", action="store_true")
+    parser.add_argument(
+        "--full", action="store_true", help="time OBJ and video stages of long runs too"
+    )
     args = parser.parse_args()
 
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
@@ -118,14 +134,15 @@ def main() -> None:
             print(f"\n== {seconds:g} s conversation ==")
             # 10 minutes of OBJ is ~10 GB of text: long runs measure NPZ + MP4.
             formats = ["npz", "obj", "mp4"] if seconds <= 120 else ["npz", "mp4"]
-            if not args.skip_stages and seconds <= 120:
-                times = stage_times(path_a, path_b, folder / "stages", args.size)
-                frames = times.pop("frames")
+            if not args.skip_stages:
+                heavy = seconds <= 120 or args.full
+                times = stage_times(path_a, path_b, folder / "s", args.size, heavy)
                 for stage, value in times.items():
                     print(f"  {stage:<15} {value:8.2f} s")
-                print(
-                    f"  render+encode  {frames / times['render+encode']:8.1f} frames/s"
-                )
+                frames = round(seconds * 25)
+                for stage in ("render", "render+encode"):
+                    if stage in times:
+                        print(f"  {stage:<15} {frames / times[stage]:8.1f} frames/s")
             wall, peak = whole_run(path_a, path_b, folder / "out", formats)
             label = "+".join(formats)
             print(

@@ -98,9 +98,10 @@ def animate(
     conversation = Conversation(
         names=names,
         motions=(motion_a, motion_b),
-        audio=stereo(track_a, track_b),
+        audio=stereo(track_a, track_b) if "mp4" in formats else None,
         video_name=video_name,
     )
+    del track_a, track_b  # the stereo copy is all the video needs
     the_head = load_head(head) if {"obj", "mp4"} & set(formats) else None
     notes = the_head.notes(motion_a) if the_head else []
     for note in notes:
@@ -153,11 +154,11 @@ def render_video(
         tracks = [np.pad(t, (0, max(0, length - len(t))))[:length] for t in tracks]
         audio = stereo(tracks[0], tracks[1] if len(tracks) > 1 else tracks[0])
     the_head = load_head(head)
-    for motion in motions:
-        for note in the_head.notes(motion):
-            if notify:
-                notify(note)
-            break
+    # Say what the head cannot show once per run, not once per file.
+    notes = next((found for m in motions if (found := the_head.notes(m))), [])
+    for note in notes:
+        if notify:
+            notify(note)
     conversation = Conversation(
         names=tuple(Path(p).stem for p in motion_paths),
         motions=tuple(motions),

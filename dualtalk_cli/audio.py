@@ -59,7 +59,10 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 def load_audio(path: str | os.PathLike) -> np.ndarray:
     """Mono float32 samples (N,) at SAMPLE_RATE (channels are averaged)."""
     samples, rate = read_audio(path)
-    return resample(samples.mean(axis=1), rate)
+    # A mono file's only column is already contiguous: no copy needed.
+    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
+    del samples
+    return resample(mono, rate)
 
 
 def load_conversation(
@@ -103,7 +106,7 @@ def pad_to_same_length(*tracks: np.ndarray) -> tuple[np.ndarray, ...]:
 def stereo(track_a: np.ndarray, track_b: np.ndarray) -> np.ndarray:
     """(N, 2) float32 with A on the left channel and B on the right."""
     track_a, track_b = pad_to_same_length(track_a, track_b)
-    return np.stack([track_a, track_b], axis=1).astype(np.float32)
+    return np.stack([track_a, track_b], axis=1).astype(np.float32, copy=False)
 
 
 def _check_wav_length(path: Path) -> None:

@@ -39,12 +39,16 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[:, None]
-    pcm = np.round(np.clip(np.nan_to_num(audio), -1.0, 1.0) * 32767).astype("<i2")
     with wave.open(os.fspath(path), "wb") as out:
-        out.setnchannels(pcm.shape[1])
+        out.setnchannels(audio.shape[1])
         out.setsampwidth(2)
         out.setframerate(int(sample_rate))
-        out.writeframes(pcm.tobytes())
+        # In blocks of 10 s, so a long conversation needs no second full copy.
+        block = 10 * int(sample_rate)
+        for start in range(0, len(audio), block):
+            part = np.nan_to_num(audio[start : start + block])
+            pcm = np.round(np.clip(part, -1.0, 1.0) * 32767).astype("<i2")
+            out.writeframes(pcm.tobytes())
 
 
 def _ffmpeg_reason(log: str) -> str:

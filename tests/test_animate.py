@@ -205,3 +205,100 @@ def test_listener_nods_at_phrase_ends(tmp_path):
         after = pitch[int(end * 25) : int(end * 25) + 35]
         nods += (after.max() - np.median(during)) > 2 * np.ptp(during) / 2 + 0.03
     assert nods >= 2, nods
+
+
+def _dataset_file(path, n_frames, seed=0):
+    """A DualTalk dataset NPZ: exp, pose = [neck, jaw], shape, tex, cam, light."""
+    rng = np.random.default_rng(seed)
+    pose = np.zeros((n_frames, 6), np.float32)
+    pose[:, 3] = 0.15 * (1 + np.sin(np.arange(n_frames) / 3))  # jaw opening
+    pose[:, 1] = 0.1  # head turned
+    np.savez(
+        path,
+        exp=rng.normal(0, 0.5, (n_frames, 50)).astype(np.float32),
+        pose=pose,
+        shape=rng.normal(0, 0.5, (n_frames, 100)).astype(np.float32),
+        tex=np.zeros((n_frames, 50), np.float32),
+        cam=np.zeros((n_frames, 3), np.float32),
+        light=np.zeros((n_frames, 9, 3), np.float32),
+    )
+    return path
+
+
+def test_render_dataset_files_side_by_side(tmp_path, dialogue):
+    from dualtalk_cli.video import probe
+
+    first = _dataset_file(tmp_path / "clip_speaker1.npz", 40)
+    second = _dataset_file(tmp_path / "clip_speaker2.npz", 36, seed=1)
+    args = ["render", first, second, "--audio", dialogue[0], "--audio", dialogue[1]]
+    result = run_cli(*args, "--size", "128")
+    assert result.returncode == 0, result.stderr
+    video = tmp_path / "clip_speaker1_clip_speaker2.mp4"
+    info = probe(video)
+    assert info["n_frames"] == 40  # the longer file; the shorter holds its last pose
+    assert (info["width"], info["height"]) == (256, 128)
+    assert info["audio_channels"] == 2
+    assert abs(info["audio_seconds"] - 40 / 25) < 0.05
+    # The note about FLAME expressions comes once, not once per file.
+    assert result.stderr.count("FLAME expression") == 1
+
+
+def test_render_one_head_without_audio(tmp_path):
+    from dualtalk_cli.video import probe
+
+    source = _dataset_file(tmp_path / "solo.npz", 30)
+    out = tmp_path / "solo.mp4"
+    result = run_cli("render", source, "-o", out, "--size", "128", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    info = probe(out)
+    assert (info["n_frames"], info["width"], info["height"]) == (30, 128, 128)
+    assert info["audio_channels"] == 0
+    again = run_cli("render", source, "-o", out, "--size", "128")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_odd_size_is_refused(dialogue, tmp_path):
+    result = run_cli("animate", *dialogue, "-o", tmp_path / "out", "--size", "101")
+    assert result.returncode == 2 and "even" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_info_reports_renderer_engines_and_heads():
+    result = run_cli("info")
+    assert result.returncode == 0, result.stderr
+    assert "renderer: ok" in result.stdout
+    assert "engine procedural: available" in result.stdout
+    assert "head builtin: available" in result.stdout
+
+
+def test_progress_bar_on_a_terminal_only(dialogue, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    args = ["animate", *map(str, dialogue), "--no-video", "--size", "64"]
+    piped = run_cli(*args, "-o", tmp_path / "piped")
+    assert piped.returncode == 0
+    assert "Writing OBJ" not in piped.stderr and "wrote" in piped.stderr
+    quiet = run_cli(*args, "-o", tmp_path / "quiet", "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == quiet.stderr == ""
+
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "dualtalk_cli", *args, "-o", str(tmp_path / "tty")]
+    process = subprocess.Popen(
+        command, stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert process.wait(timeout=120) == 0
+    assert b"Writing OBJ meshes" in screen

@@ -71,11 +71,12 @@ def test_too_short(dialogue, tmp_path, seconds):
     assert_one_line_error(result, str(short), "long")
 
 
-def test_nan_samples(dialogue, tmp_path):
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples(dialogue, tmp_path, value):
     path_a, _ = dialogue
     bad = tmp_path / "nan.wav"
     samples = voice(1.0, [(0, 1)], 150)
-    samples[100] = np.nan
+    samples[100] = value
     soundfile.write(bad, samples, 16000, subtype="FLOAT")
     result = animate(path_a, bad, "-o", tmp_path / "out", "--no-video")
     assert_one_line_error(result, str(bad), "NaN")
@@ -154,6 +155,14 @@ def test_npz_without_exp(tmp_path):
     assert not (tmp_path / "v.mp4").exists()
 
 
+def test_npz_without_pose(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, exp=np.zeros((10, 50), np.float32))
+    result = run_cli("render", bad, "-o", tmp_path / "v.mp4")
+    assert_one_line_error(result, str(bad), "'pose'")
+    assert not (tmp_path / "v.mp4").exists()
+
+
 def test_npz_wrong_shape(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(
@@ -226,3 +235,31 @@ def test_ctrl_c_during_rendering(tmp_path):
     video = out / "a_b.mp4"
     assert video.read_bytes() == earlier[video]
     shutil.rmtree(folder)
+
+
+BLOCK_EGL = """
+import ctypes
+_real_init = ctypes.CDLL.__init__
+
+def _without_egl(self, name, *args, **kwargs):
+    if name and "EGL" in str(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file")
+    _real_init(self, name, *args, **kwargs)
+
+ctypes.CDLL.__init__ = _without_egl
+"""
+
+
+def test_no_egl_names_packages_and_no_video_still_works(dialogue, tmp_path):
+    # A sitecustomize that makes libEGL unloadable, as on a machine without it.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_EGL)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = tmp_path / "out"
+    result = animate(*dialogue, "-o", out, env=env)
+    assert_one_line_error(result, "libegl1", "libgl1-mesa-dri", "--no-video")
+    assert not (out / "a.npz").exists()  # it failed before doing any work
+    result = animate(*dialogue, "-o", out, "--no-video", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (out / "a.npz").exists() and (out / "b" / "000000.obj").exists()

@@ -163,13 +163,6 @@ def analyse(audio: np.ndarray, n_hops: int) -> TrackFeatures:
     audio = np.asarray(audio, np.float32)
     if audio.ndim != 1:
         raise ValueError(f"expected a mono track, got shape {audio.shape}")
-    audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
-    # Centre window k on sample k * HOP; zeros stand in beyond the ends.
-    padded = np.zeros(n_hops * HOP + WINDOW, np.float32)
-    usable = min(len(audio), n_hops * HOP + WINDOW // 2)
-    padded[WINDOW // 2 : WINDOW // 2 + usable] = audio[:usable]
-    frames = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP][:n_hops]
-
     window = np.hanning(WINDOW).astype(np.float32)
     frequencies = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
     in_band = (frequencies >= BAND_HZ[0]) & (frequencies <= BAND_HZ[1])
@@ -179,12 +172,22 @@ def analyse(audio: np.ndarray, n_hops: int) -> TrackFeatures:
     power = np.empty(n_hops)
     centroid = np.empty(n_hops)
     for start in range(0, n_hops, CHUNK_HOPS):
-        chunk = frames[start : start + CHUNK_HOPS] * window
+        count = min(CHUNK_HOPS, n_hops - start)
+        # Window k is centred on sample k * HOP; zeros stand in beyond the ends.
+        # Copying one chunk at a time keeps a long track from being copied whole.
+        first = start * HOP - WINDOW // 2
+        segment = np.zeros((count - 1) * HOP + WINDOW, np.float32)
+        lo, hi = max(first, 0), min(first + len(segment), len(audio))
+        if hi > lo:
+            segment[lo - first : hi - first] = audio[lo:hi]
+        np.nan_to_num(segment, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        frames = np.lib.stride_tricks.sliding_window_view(segment, WINDOW)[::HOP]
+        chunk = frames * window
         spectrum = np.abs(np.fft.rfft(chunk, N_FFT, axis=1)[:, in_band]) ** 2
         total = spectrum.sum(axis=1, dtype=np.float64)
-        power[start : start + len(chunk)] = total * scale
+        power[start : start + count] = total * scale
         weighted = spectrum @ band_frequencies.astype(np.float32)
-        centroid[start : start + len(chunk)] = weighted / np.maximum(total, 1e-20)
+        centroid[start : start + count] = weighted / np.maximum(total, 1e-20)
     centroid = np.clip(centroid, BAND_HZ[0], BAND_HZ[1])
     return TrackFeatures(
         level_db=_to_db(power),
