@@ -14,6 +14,19 @@ import soundfile
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
+# Python source that makes libEGL unloadable, as on a machine without it.
+BLOCK_EGL = """
+import ctypes
+_real_init = ctypes.CDLL.__init__
+
+def _without_egl(self, name, *args, **kwargs):
+    if name and "EGL" in str(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file")
+    _real_init(self, name, *args, **kwargs)
+
+ctypes.CDLL.__init__ = _without_egl
+"""
+
 
 def voice(
     seconds: float,

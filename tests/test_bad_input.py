@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import assert_one_line_error, leftovers, run_cli, voice
+from conftest import BLOCK_EGL, assert_one_line_error, leftovers, run_cli, voice
 
 
 def animate(*args, **kwargs):
@@ -235,19 +235,6 @@ def test_ctrl_c_during_rendering(tmp_path):
     video = out / "a_b.mp4"
     assert video.read_bytes() == earlier[video]
     shutil.rmtree(folder)
-
-
-BLOCK_EGL = """
-import ctypes
-_real_init = ctypes.CDLL.__init__
-
-def _without_egl(self, name, *args, **kwargs):
-    if name and "EGL" in str(name):
-        raise OSError(f"{name}: cannot open shared object file: No such file")
-    _real_init(self, name, *args, **kwargs)
-
-ctypes.CDLL.__init__ = _without_egl
-"""
 
 
 def test_no_egl_names_packages_and_no_video_still_works(dialogue, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from conftest import BLOCK_EGL
 from dualtalk_cli.errors import OutputError
 from dualtalk_cli.video import VideoWriter, probe
 
@@ -135,16 +136,9 @@ def test_missing_folder_is_an_output_error(tmp_path):
 
 # Run in a fresh process where every attempt to load libEGL fails, as on a
 # machine without the Debian packages.
-NO_EGL = """
-import ctypes
-real_init = ctypes.CDLL.__init__
-
-def without_egl(self, name, *args, **kwargs):
-    if name and "EGL" in str(name):
-        raise OSError(f"{name}: cannot open shared object file: No such file")
-    real_init(self, name, *args, **kwargs)
-
-ctypes.CDLL.__init__ = without_egl
+NO_EGL = (
+    BLOCK_EGL
+    + """
 from dualtalk_cli.errors import RendererUnavailable
 from dualtalk_cli.render import check_renderer
 try:
@@ -153,6 +147,7 @@ except RendererUnavailable as error:
     print(error)
     raise SystemExit(3)
 """
+)
 
 
 def test_missing_egl_names_the_packages():
