@@ -14,7 +14,7 @@ from dualtalk_cli.audio import FPS, load_conversation, n_frames_for, stereo
 from dualtalk_cli.engines import load_engine
 from dualtalk_cli.errors import OutputError
 from dualtalk_cli.heads import Head, load_head
-from dualtalk_cli.motion import Motion
+from dualtalk_cli.motion import Motion, load_identity
 from dualtalk_cli.writers import (
     Cancelled,
     Conversation,
@@ -50,17 +50,32 @@ def output_names(
     return (stem_a, stem_b), f"{stem_a}_{stem_b}"
 
 
+@dataclass(frozen=True)
+class HeadOptions:
+    """Which head to show and what it needs: ``head`` is auto, builtin or flame."""
+
+    head: str = "auto"
+    flame: str | os.PathLike | None = None  # the user's FLAME model file
+    flame_eyelids: str | os.PathLike | None = None  # optional (2, 5023, 3) blendshapes
+
+    def load(self) -> Head:
+        # An explicit FLAME file means the FLAME head: never fall back silently.
+        name = "flame" if self.head == "auto" and self.flame else self.head
+        return load_head(name, flame=self.flame, flame_eyelids=self.flame_eyelids)
+
+
 def animate(
     audio_a: str | os.PathLike,
     audio_b: str | os.PathLike | None = None,
     *,
     out_dir: str | os.PathLike,
     engine: str = "auto",
-    head: str = "auto",
+    head: HeadOptions | str = "auto",
     formats: Sequence[str] = DEFAULT_FORMATS,
     seed: int = 0,
     frames_per_second: float = FPS,
     size: int = 512,
+    shapes: Sequence[str | os.PathLike | None] = (None, None),
     overwrite: bool = False,
     progress: Progress | None = None,
     notify: Callable[[str], None] | None = None,
@@ -68,7 +83,8 @@ def animate(
     """Animate both speakers of a conversation and write ``formats`` into ``out_dir``.
 
     ``audio_b`` None means ``audio_a`` is one stereo file (channel 1 = speaker A).
-    ``notify`` receives one-line remarks for the user; ``progress`` gets
+    ``shapes`` gives each speaker's identity file (NPZ or .npy; None: the mean
+    face). ``notify`` receives one-line remarks for the user; ``progress`` gets
     (stage, done, total) as work advances.
     """
     names, video_name = output_names(audio_a, audio_b)
@@ -80,33 +96,39 @@ def animate(
         from dualtalk_cli.render import check_renderer
 
         check_renderer()
-
+    identities = [None if path is None else load_identity(path) for path in shapes]
     track_a, track_b = load_conversation(audio_a, audio_b)
     if progress:
         progress("audio", 1, 1)
-    n_frames = n_frames_for(len(track_a), frames_per_second)
     the_engine = load_engine(engine)
-    motion_a, motion_b = the_engine.animate(
+    the_head = _head_options(head).load() if {"obj", "mp4"} & set(formats) else None
+    # Every input is checked by now, so an error stays the only line printed.
+    _say(notify, f"engine {the_engine.name}; head {_describe(the_head)}")
+
+    n_frames = n_frames_for(len(track_a), frames_per_second)
+    motions = the_engine.animate(
         track_a,
         track_b,
         n_frames=n_frames,
         frames_per_second=frames_per_second,
         seed=seed,
     )
+    motions = tuple(
+        motion if identity is None else motion.with_shape(identity)
+        for motion, identity in zip(motions, identities)
+    )
     if progress:
         progress("engine", 1, 1)
     conversation = Conversation(
         names=names,
-        motions=(motion_a, motion_b),
+        motions=motions,
         audio=stereo(track_a, track_b) if "mp4" in formats else None,
         video_name=video_name,
     )
     del track_a, track_b  # the stereo copy is all the video needs
-    the_head = load_head(head) if {"obj", "mp4"} & set(formats) else None
-    notes = the_head.notes(motion_a) if the_head else []
+    notes = _notes(the_head, motions)
     for note in notes:
-        if notify:
-            notify(note)
+        _say(notify, note)
     outputs = run_writers(writers, conversation, the_head, progress)
     return AnimateResult(
         conversation=conversation,
@@ -122,26 +144,37 @@ def render_video(
     out_path: str | os.PathLike,
     *,
     audio_paths: Sequence[str | os.PathLike] = (),
-    head: str = "auto",
+    head: HeadOptions | str = "auto",
     size: int = 512,
+    shapes: Sequence[str | os.PathLike | None] = (),
+    obj: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
     notify: Callable[[str], None] | None = None,
-) -> Path:
-    """A video of one head, or two side by side, from NPZ files (ours or DualTalk's)."""
+) -> list[Path]:
+    """A video of one head, or two side by side, from NPZ files (ours or DualTalk's).
+
+    With ``obj`` the meshes go beside the video too, one folder per file.
+    ``shapes`` replaces each file's identity (NPZ or .npy), in file order.
+    """
     from dualtalk_cli.audio import load_audio, pad_to_same_length
     from dualtalk_cli.motion import load_motion
 
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise OutputError("the video must end in .mp4", out_path)
-    writer = get_writers(["mp4"], out_path.parent, overwrite=overwrite, size=size)[0]
-    planned = Conversation(names=(), motions=(), video_name=out_path.stem)
-    prepare_output_dir(out_path.parent, [writer], planned)
+    names = tuple(Path(p).stem for p in motion_paths)
+    formats = ["obj", "mp4"] if obj else ["mp4"]
+    writers = get_writers(formats, out_path.parent, overwrite=overwrite, size=size)
+    planned = Conversation(names=names, motions=(), video_name=out_path.stem)
+    prepare_output_dir(out_path.parent, writers, planned)
     from dualtalk_cli.render import check_renderer
 
     check_renderer()
     motions = [load_motion(path) for path in motion_paths]
+    for index, path in enumerate(shapes):
+        if path is not None and index < len(motions):
+            motions[index] = motions[index].with_shape(load_identity(path))
     rates = {motion.frames_per_second for motion in motions}
     if len(rates) > 1:
         raise OutputError(f"the parameter files differ in fps ({sorted(rates)})")
@@ -153,19 +186,34 @@ def render_video(
         length = round(seconds * 16000)
         tracks = [np.pad(t, (0, max(0, length - len(t))))[:length] for t in tracks]
         audio = stereo(tracks[0], tracks[1] if len(tracks) > 1 else tracks[0])
-    the_head = load_head(head)
-    # Say what the head cannot show once per run, not once per file.
-    notes = next((found for m in motions if (found := the_head.notes(m))), [])
-    for note in notes:
-        if notify:
-            notify(note)
+    the_head = _head_options(head).load()
+    _say(notify, f"head {_describe(the_head)}")
+    for note in _notes(the_head, motions):
+        _say(notify, note)
     conversation = Conversation(
-        names=tuple(Path(p).stem for p in motion_paths),
-        motions=tuple(motions),
-        audio=audio,
-        video_name=out_path.stem,
+        names=names, motions=tuple(motions), audio=audio, video_name=out_path.stem
     )
-    return run_writers([writer], conversation, the_head, progress)[0]
+    return run_writers(writers, conversation, the_head, progress)
+
+
+def _head_options(head: HeadOptions | str) -> HeadOptions:
+    return head if isinstance(head, HeadOptions) else HeadOptions(head=head)
+
+
+def _describe(head: Head | None) -> str:
+    return "none" if head is None else head.description
+
+
+def _notes(head: Head | None, motions: Sequence[Motion]) -> list[str]:
+    """What ``head`` cannot show, said once per run rather than once per speaker."""
+    if head is None:
+        return []
+    return next((found for motion in motions if (found := head.notes(motion))), [])
+
+
+def _say(notify: Callable[[str], None] | None, message: str) -> None:
+    if notify:
+        notify(message)
 
 
 def pad_motions(motions: list[Motion]) -> list[Motion]:

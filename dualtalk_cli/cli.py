@@ -31,7 +31,41 @@ DebugOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace outputs that already exist.")
 ]
-HeadOpt = Annotated[str, typer.Option("--head", help="Head to show: auto or builtin.")]
+HeadOpt = Annotated[
+    str, typer.Option("--head", help="Head to show: auto, builtin or flame.")
+]
+FlameOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--flame",
+        help="Your FLAME model (generic_model.pkl, FLAME 2023 .pkl or .npz) "
+        "[default: $DUALTALK_FLAME, weights/, ~/.cache/FLAME/].",
+        show_default=False,
+    ),
+]
+FlameEyelidsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--flame-eyelids",
+        help="Optional FLAME eyelid blendshapes: .npy (2, 5023, 3) or .npz of two.",
+        show_default=False,
+    ),
+]
+ShapeAOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--shape-a",
+        help="Identity of A (left): an NPZ (shape row 0) or a .npy of up to 300 "
+        "values [default: the mean face].",
+        show_default=False,
+    ),
+]
+ShapeBOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--shape-b", help="Identity of B (right), as --shape-a.", show_default=False
+    ),
+]
 
 
 def _even(size: int) -> int:
@@ -96,6 +130,10 @@ def animate_command(
         str, typer.Option("--engine", help="Engine: auto or procedural.")
     ] = "auto",
     head: HeadOpt = "auto",
+    flame: FlameOpt = None,
+    flame_eyelids: FlameEyelidsOpt = None,
+    shape_a: ShapeAOpt = None,
+    shape_b: ShapeBOpt = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of blinks, gaze and sway.")
     ] = 0,
@@ -119,14 +157,15 @@ def animate_command(
     formats = ["npz"] + ([] if no_obj else ["obj"]) + ([] if no_video else ["mp4"])
 
     def run(progress, say):
-        from dualtalk_cli.animation import animate
+        from dualtalk_cli.animation import HeadOptions, animate
 
         result = animate(
             audio[0],
             audio[1] if len(audio) > 1 else None,
             out_dir=out,
             engine=engine,
-            head=head,
+            head=HeadOptions(head, flame, flame_eyelids),
+            shapes=(shape_a, shape_b),
             formats=formats,
             seed=seed,
             frames_per_second=fps,
@@ -138,8 +177,7 @@ def animate_command(
         motion = result.conversation.motions[0]
         say(
             f"{motion.seconds:.1f} s, {motion.n_frames} frames at "
-            f"{motion.frames_per_second:g} fps; engine {result.engine}, "
-            f"head {result.head}"
+            f"{motion.frames_per_second:g} fps"
         )
         for path in result.outputs:
             say(f"wrote {path}")
@@ -168,6 +206,13 @@ def render_command(
         typer.Option("--out", "-o", help="The MP4 to write [default: beside P.npz]."),
     ] = None,
     head: HeadOpt = "auto",
+    flame: FlameOpt = None,
+    flame_eyelids: FlameEyelidsOpt = None,
+    shape_a: ShapeAOpt = None,
+    shape_b: ShapeBOpt = None,
+    obj: Annotated[
+        bool, typer.Option("--obj", help="Also write OBJ meshes beside the video.")
+    ] = False,
     size: SizeOpt = 512,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -181,19 +226,22 @@ def render_command(
     target = out or motions[0].with_name("_".join(p.stem for p in motions) + ".mp4")
 
     def run(progress, say):
-        from dualtalk_cli.animation import render_video
+        from dualtalk_cli.animation import HeadOptions, render_video
 
-        path = render_video(
+        paths = render_video(
             motions,
             target,
             audio_paths=audio or (),
-            head=head,
+            head=HeadOptions(head, flame, flame_eyelids),
+            shapes=(shape_a, shape_b),
+            obj=obj,
             size=size,
             overwrite=overwrite,
             progress=progress,
             notify=say,
         )
-        say(f"wrote {path}")
+        for path in paths:
+            say(f"wrote {path}")
 
     _run(run, quiet=quiet, debug=debug)
 

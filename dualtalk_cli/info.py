@@ -23,9 +23,14 @@ def collect_info() -> list[str]:
     from dualtalk_cli.engines import available_engines
     from dualtalk_cli.heads import available_heads
 
-    for kind, table in (("engine", available_engines()), ("head", available_heads())):
-        for name, reason in table.items():
-            lines.append(f"{kind} {name}: {'available' if reason is None else reason}")
+    for name, reason in available_engines().items():
+        lines.append(f"engine {name}: {'available' if reason is None else reason}")
+    for name, reason in available_heads().items():
+        if reason is None:
+            from dualtalk_cli.heads import load_head
+
+            reason = f"available, {load_head(name).description}"
+        lines.append(f"head {name}: {reason}")
     return lines
 
 

@@ -19,7 +19,8 @@ from dualtalk_cli.errors import MotionFileError
 
 FORMAT_VERSION = 1
 N_EXPRESSION = 50  # FLAME 2020 expression coefficients used by DualTalk
-N_SHAPE = 100  # FLAME shape coefficients stored per frame
+N_SHAPE = 100  # FLAME shape coefficients stored per frame, as in the dataset
+MAX_SHAPE = 300  # FLAME's full shape space, for identities given with more values
 N_NETWORK = 56  # DualTalk's vector: [exp 50, jaw 3, neck 3]
 
 # ARKit blendshape names in the column order of Apple's Live Link Face CSV export.
@@ -64,7 +65,7 @@ class Motion:
 
     exp: np.ndarray  # (T, 50) FLAME 2020 expression coefficients
     pose: np.ndarray  # (T, 6) [neck/head axis-angle, jaw axis-angle]
-    shape: np.ndarray  # (T, 100) FLAME identity coefficients
+    shape: np.ndarray  # (T, 100..300) FLAME identity coefficients
     eyes: np.ndarray  # (T, 6) [left eyeball, right eyeball] axis-angle
     eyelids: np.ndarray  # (T, 2) closure of [left, right] lid, 0 open .. 1 shut
     arkit: np.ndarray  # (T, 52) ARKit weights, order ARKIT_NAMES
@@ -78,7 +79,7 @@ class Motion:
         expected = {
             "exp": (n, N_EXPRESSION),
             "pose": (n, 6),
-            "shape": (n, N_SHAPE),
+            "shape": (n, max(N_SHAPE, min(MAX_SHAPE, self.shape.shape[-1]))),
             "eyes": (n, 6),
             "eyelids": (n, 2),
             "arkit": (n, len(self.arkit_names)),
@@ -118,9 +119,9 @@ class Motion:
         )
 
     def with_shape(self, shape: np.ndarray) -> Motion:
-        """The same motion with identity ``shape`` (100,) on every frame."""
-        row = np.zeros(N_SHAPE, np.float32)
-        values = np.asarray(shape, np.float32).ravel()[:N_SHAPE]
+        """The same motion with identity ``shape`` (up to 300 values) on every frame."""
+        values = np.asarray(shape, np.float32).ravel()[:MAX_SHAPE]
+        row = np.zeros(max(N_SHAPE, values.size), np.float32)
         row[: values.size] = values
         return replace(self, shape=np.tile(row, (self.n_frames, 1)))
 
@@ -234,7 +235,8 @@ def load_motion(
             raise MotionFileError(
                 f"'shape' has shape {given.shape}, expected ({n}, 100)", path
             )
-        width = min(N_SHAPE, given.shape[1])
+        width = min(MAX_SHAPE, given.shape[1])
+        shape = np.zeros((n, max(N_SHAPE, width)), np.float32)
         shape[:, :width] = given[:, :width]
 
     names = ARKIT_NAMES
@@ -298,3 +300,33 @@ def _reorder_arkit(weights: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def load_identity(path: str | os.PathLike) -> np.ndarray:
+    """FLAME shape values (up to 300) from an NPZ (``shape`` row 0) or a .npy file."""
+    path = Path(path)
+    if not path.is_file():
+        reason = "is a directory" if path.is_dir() else "file not found"
+        raise MotionFileError(reason, path)
+    try:
+        if path.suffix.lower() == ".npy":
+            values = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as data:
+                if "shape" not in data.files:
+                    raise MotionFileError("has no 'shape' array", path)
+                values = data["shape"]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        reason = _first_line(error)
+        raise MotionFileError(
+            f"not a readable .npy/.npz file ({reason})", path
+        ) from None
+    if values.ndim == 2:
+        values = values[0]  # the dataset stores identity per frame; row 0 is used
+    if values.ndim != 1 or not 1 <= values.size <= MAX_SHAPE:
+        raise MotionFileError(
+            f"holds shape values of shape {values.shape}, expected up to 300", path
+        )
+    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+        raise MotionFileError("shape values must be finite numbers", path)
+    return values.astype(np.float32)

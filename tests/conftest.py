@@ -83,10 +83,18 @@ def run_cli(*args: str | os.PathLike, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    """Exit code 2, one line on stderr naming what went wrong, no traceback."""
+def assert_one_line_error(
+    result: subprocess.CompletedProcess, *needles: str, after_start: bool = False
+) -> None:
+    """Exit code 2, one line on stderr naming what went wrong, no traceback.
+
+    ``after_start``: the failure came mid-run, after the run's status line.
+    """
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
+    if after_start:
+        assert lines[0].startswith("engine "), result.stderr
+        lines = lines[1:]
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     for needle in needles:
@@ -98,3 +106,37 @@ def leftovers(folder: Path) -> list[Path]:
     return [
         p for p in folder.rglob("*") if ".partial" in p.name or ".previous" in p.name
     ]
+
+
+def write_synthetic_flame(path: Path) -> Path:
+    """A FLAME-format .npz with FLAME's sizes: 5,023 vertices, 9,976 triangles."""
+    import trimesh
+
+    rng = np.random.default_rng(0)
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.1)
+    vertices = np.zeros((5023, 3))
+    vertices[: len(sphere.vertices)] = sphere.vertices
+    vertices[len(sphere.vertices) :] = sphere.vertices[0]
+    faces = np.zeros((9976, 3), np.int64)
+    faces[: len(sphere.faces)] = sphere.faces
+    faces[len(sphere.faces) :] = sphere.faces[0]  # degenerate padding
+    regressor = np.zeros((5, 5023))
+    for joint, point in enumerate([(0, -0.1, 0), (0, -0.05, 0), (0, -0.02, 0.03)]):
+        nearest = np.argsort(np.linalg.norm(vertices - point, axis=1))[:8]
+        regressor[joint, nearest] = 1 / 8
+    regressor[3:, 0] = 1.0
+    weights = np.zeros((5023, 5))
+    weights[:, 1] = 1.0
+    chin = vertices[:, 1] < -0.04
+    weights[chin, 1], weights[chin, 2] = 0.2, 0.8
+    np.savez(
+        path,
+        v_template=vertices,
+        f=faces,
+        shapedirs=rng.normal(0, 2e-3, (5023, 3, 400)),
+        posedirs=rng.normal(0, 1e-4, (5023, 3, 36)),
+        J_regressor=regressor,
+        weights=weights,
+        kintree_table=np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
+    )
+    return path

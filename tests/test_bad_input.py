@@ -141,7 +141,7 @@ def _limit_file_size():
 def test_disk_full_while_writing(dialogue, tmp_path):
     out = tmp_path / "out"
     result = animate(*dialogue, "-o", out, "--no-video", preexec_fn=_limit_file_size)
-    assert_one_line_error(result, "cannot write", str(out))
+    assert_one_line_error(result, "cannot write", str(out), after_start=True)
     assert leftovers(out) == []
     # OBJ folders are swapped in only when complete.
     assert not (out / "a").exists() or len(list((out / "a").iterdir())) == 100

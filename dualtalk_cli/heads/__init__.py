@@ -10,6 +10,7 @@ from dualtalk_cli.registry import Registry
 HEADS = Registry(
     "head",
     {
+        "flame": "dualtalk_cli.heads.flame:FlameHead",
         "builtin": "dualtalk_cli.heads.builtin:BuiltinHead",
     },
     HeadUnavailable,

@@ -27,6 +27,11 @@ class Head(ABC):
         """(V, 3) float32 neutral mesh, used to frame the camera."""
 
     @property
+    def description(self) -> str:
+        """One line for the user: which head, and from which file."""
+        return self.name
+
+    @property
     def vertex_colors(self) -> np.ndarray | None:
         """(V, 3) uint8 per-vertex colours, or None for a plain material."""
         return None

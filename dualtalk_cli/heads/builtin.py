@@ -108,6 +108,10 @@ class BuiltinHead(Head):
         self._basis = csr_matrix(basis.reshape(len(ARKIT_NAMES), -1).T)
 
     @property
+    def description(self) -> str:
+        return "builtin (CC0 MakeHuman head)"
+
+    @property
     def faces(self) -> np.ndarray:
         return self._faces
 

@@ -31,15 +31,17 @@ def rigid_transforms(
 ) -> np.ndarray:
     """World transforms (T, J, 4, 4) that move rest-pose points by each joint.
 
-    rotations: (T, J, 3, 3) local rotations about each joint; joints: (J, 3) rest
-    positions; parents: (J,) parent index, -1 for the root, parents before children.
+    rotations: (T, J, 3, 3) local rotations about each joint; joints: (J, 3) or
+    (T, J, 3) rest positions (per frame when blendshapes move them); parents: (J,)
+    parent index, -1 for the root, parents before children.
     """
     n_frames, n_joints = rotations.shape[:2]
+    joints = np.broadcast_to(np.asarray(joints, np.float64), (n_frames, n_joints, 3))
     local = np.zeros((n_frames, n_joints, 4, 4))
     local[..., :3, :3] = rotations
     local[..., 3, 3] = 1.0
-    offsets = joints.astype(np.float64).copy()
-    offsets[1:] -= joints[parents[1:]]
+    offsets = joints.copy()
+    offsets[:, 1:] -= joints[:, parents[1:]]
     local[..., :3, 3] = offsets
     world = np.empty_like(local)
     for j in range(n_joints):
@@ -47,7 +49,7 @@ def rigid_transforms(
             local[:, j] if parents[j] < 0 else world[:, parents[j]] @ local[:, j]
         )
     # Remove the rest position so the transform applies to rest-pose vertices.
-    rest = np.einsum("tjab,jb->tja", world[..., :3, :3], joints)
+    rest = np.einsum("tjab,tjb->tja", world[..., :3, :3], joints)
     world[..., :3, 3] -= rest
     return world
 
@@ -80,7 +82,8 @@ def lbs(
 ) -> np.ndarray:
     """Vertices (T, V, 3) float32 for axis-angle ``joint_rotations`` (T, J, 3).
 
-    rest_vertices: (T, V, 3) or (V, 3), already carrying any blendshapes.
+    rest_vertices: (T, V, 3) or (V, 3), already carrying any blendshapes; joints:
+    (J, 3) or (T, J, 3) rest positions.
     pose_correctives: optional (P, V*3) basis driven by the flattened
     (R - I) of every non-root joint, as in SMPL and FLAME.
     """
