@@ -195,18 +195,23 @@ WRITERS: dict[str, type[Writer]] = {
 
 
 def get_writers(
-    formats: list[str], out_dir: str | os.PathLike, **options
+    formats: list[str],
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    size: int = 512,
 ) -> list[Writer]:
     """Writers for ``formats`` ("all" means every format), in a fixed order."""
-    names = list(WRITERS) if "all" in formats else [f for f in WRITERS if f in formats]
     unknown = set(formats) - set(WRITERS) - {"all"}
     if unknown:
         raise ValueError(f"unknown output formats: {sorted(unknown)}")
-    writers = []
-    for name in names:
-        kwargs = {k: v for k, v in options.items() if k != "size" or name == "mp4"}
-        writers.append(WRITERS[name](out_dir, **kwargs))
-    return writers
+    names = [name for name in WRITERS if name in formats or "all" in formats]
+    return [
+        Mp4Writer(out_dir, overwrite, size)
+        if name == "mp4"
+        else WRITERS[name](out_dir, overwrite)
+        for name in names
+    ]
 
 
 def vertex_lines(vertices: np.ndarray) -> str:
