@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dualtalk_cli.audio import FPS, load_conversation, n_frames_for, stereo
-from dualtalk_cli.engines import load_engine
+from dualtalk_cli.engines import ENGINES, load_engine
 from dualtalk_cli.errors import OutputError
 from dualtalk_cli.heads import Head, load_head
 from dualtalk_cli.motion import Motion, load_identity
@@ -70,6 +71,7 @@ def animate(
     *,
     out_dir: str | os.PathLike,
     engine: str = "auto",
+    engine_options: Mapping[str, Any] | None = None,
     head: HeadOptions | str = "auto",
     formats: Sequence[str] = DEFAULT_FORMATS,
     seed: int = 0,
@@ -100,10 +102,15 @@ def animate(
     track_a, track_b = load_conversation(audio_a, audio_b)
     if progress:
         progress("audio", 1, 1)
-    the_engine = load_engine(engine)
+    engine_options = dict(engine_options or {})
+    the_engine = load_engine(engine, **engine_options)
     the_head = _head_options(head).load() if {"obj", "mp4"} & set(formats) else None
     # Every input is checked by now, so an error stays the only line printed.
-    _say(notify, f"engine {the_engine.name}; head {_describe(the_head)}")
+    skipped = ENGINES.passed_over(the_engine.name, **engine_options)
+    why = "".join(f" ({name} not used: {reason})" for name, reason in skipped)
+    if engine != "auto":
+        why = ""
+    _say(notify, f"engine {the_engine.name}{why}; head {_describe(the_head)}")
 
     n_frames = n_frames_for(len(track_a), frames_per_second)
     motions = the_engine.animate(

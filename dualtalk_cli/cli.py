@@ -127,8 +127,30 @@ def animate_command(
         Path, typer.Option("--out", "-o", help="Folder for the outputs.")
     ] = Path("out"),
     engine: Annotated[
-        str, typer.Option("--engine", help="Engine: auto or procedural.")
+        str,
+        typer.Option(
+            "--engine",
+            help="Engine: auto (the DualTalk network when its checkpoint is found, "
+            "else procedural), dualtalk or procedural.",
+        ),
     ] = "auto",
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="DualTalk checkpoint "
+            "[default: $DUALTALK_WEIGHTS, weights/DualTalk.pth].",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if any]."),
+    ] = None,
+    passes: Annotated[
+        int,
+        typer.Option("--passes", min=1, max=10, help="DualTalk: alternating passes."),
+    ] = 2,
     head: HeadOpt = "auto",
     flame: FlameOpt = None,
     flame_eyelids: FlameEyelidsOpt = None,
@@ -164,6 +186,7 @@ def animate_command(
             audio[1] if len(audio) > 1 else None,
             out_dir=out,
             engine=engine,
+            engine_options={"weights": weights, "device": device, "passes": passes},
             head=HeadOptions(head, flame, flame_eyelids),
             shapes=(shape_a, shape_b),
             formats=formats,
@@ -242,6 +265,25 @@ def render_command(
         )
         for path in paths:
             say(f"wrote {path}")
+
+    _run(run, quiet=quiet, debug=debug)
+
+
+@app.command("download")
+def download_command(
+    folder: Annotated[
+        Path | None,
+        typer.Option("--to", help="Folder for DualTalk.pth [default: weights/]."),
+    ] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fetch the DualTalk checkpoint (about 2.6 GB) from the Hugging Face Hub."""
+
+    def run(progress, say):
+        from dualtalk_cli.weights import download_checkpoint
+
+        say(f"wrote {download_checkpoint(folder)}")
 
     _run(run, quiet=quiet, debug=debug)
 

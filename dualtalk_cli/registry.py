@@ -48,3 +48,14 @@ class Registry:
         """An instance of the implementation called ``name``."""
         module_name, class_name = self.entries[self.resolve(name, **options)].split(":")
         return getattr(import_module(module_name), class_name)(**options)
+
+    def passed_over(self, chosen: str, **options: Any) -> list[tuple[str, str]]:
+        """The preferred names "auto" skipped before ``chosen``, with their reasons."""
+        skipped = []
+        for name in self.entries:
+            if name == chosen:
+                break
+            reason = self.unavailable_reason(name, **options)
+            if reason:
+                skipped.append((name, reason))
+        return skipped

@@ -10,6 +10,7 @@ from dualtalk_cli.registry import Registry
 ENGINES = Registry(
     "engine",
     {
+        "dualtalk": "dualtalk_cli.engines.dualtalk:DualTalkEngine",
         "procedural": "dualtalk_cli.engines.procedural:ProceduralEngine",
     },
     EngineUnavailable,

@@ -17,6 +17,10 @@ class Engine(ABC):
 
     name: str = "engine"
 
+    def __init__(self, **options: object) -> None:  # noqa: B027
+        # Options meant for other engines (weights, device) do not apply here.
+        pass
+
     @abstractmethod
     def animate(
         self,

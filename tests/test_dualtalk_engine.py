@@ -1,0 +1,183 @@
+"""The DualTalk engine on a tiny network in the released key layout (random weights)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from conftest import assert_one_line_error, run_cli, voice  # noqa: E402
+from dualtalk_cli.engines.dualtalk import DualTalkEngine  # noqa: E402
+from dualtalk_cli.engines.dualtalk_model import (  # noqa: E402
+    DualTalkConfig,
+    DualTalkModel,
+    normalise_audio,
+    to_released_names,
+)
+from dualtalk_cli.errors import EngineUnavailable  # noqa: E402
+from dualtalk_cli.motion import Motion  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = DualTalkModel(DualTalkConfig.tiny())
+    path = tmp_path_factory.mktemp("weights") / "DualTalk.pth"
+    torch.save(to_released_names(model.state_dict()), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tracks():
+    seconds = 3.0
+    a = voice(seconds, [(0.1, 1.4)], 120, seed=1)
+    b = voice(seconds, [(1.6, 2.9)], 210, seed=2)
+    extra = 123  # not a multiple of 640 samples
+    return np.pad(a, (0, extra)), np.pad(b, (0, extra))
+
+
+def engine(checkpoint, **options):
+    return DualTalkEngine(weights=checkpoint, config=DualTalkConfig.tiny(), **options)
+
+
+def test_shapes_frames_and_determinism(checkpoint, tracks):
+    a, b = tracks
+    n_frames = math.ceil(len(a) / 640)
+    first = engine(checkpoint).animate(a, b, n_frames=n_frames)
+    second = engine(checkpoint).animate(a, b, n_frames=n_frames)
+    for motion, again in zip(first, second):
+        assert motion.n_frames == n_frames
+        assert motion.engine == "dualtalk+procedural-eyes"
+        assert np.isfinite(motion.exp).all() and np.abs(motion.exp).sum() > 0
+        assert motion.to_network().tobytes() == again.to_network().tobytes()
+        assert motion.eyelids.max() > 0.5 or motion.seconds < 4  # blinks are layered
+    assert not np.array_equal(first[0].exp, first[1].exp)
+
+
+def test_alternating_passes_follow_the_published_model(checkpoint, tracks):
+    a, b = tracks
+    the_engine = engine(checkpoint, passes=1)
+    vector_a, vector_b = the_engine.predict_pair(a, b)
+    model = the_engine.model
+    with torch.inference_mode():
+        na, nb = normalise_audio(a)[None], normalise_audio(b)[None]
+        neutral = torch.zeros(1, 1, 56)
+        expected_a = model.predict(na, nb, neutral)
+        expected_b = model.predict(nb, na, expected_a)
+    np.testing.assert_allclose(vector_a, expected_a[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(vector_b, expected_b[0].numpy(), atol=1e-5)
+    two = engine(checkpoint, passes=2).predict_pair(a, b)
+    assert not np.allclose(two[0], vector_a)  # a second pass sees B's motion
+
+
+def test_partner_motion_mode_is_one_forward(checkpoint, tracks):
+    a, b = tracks
+    the_engine = engine(checkpoint)
+    n_frames = math.ceil(len(b) / 640)
+    rng = np.random.default_rng(0)
+    partner = Motion.from_network(rng.normal(0, 0.1, (n_frames - 7, 56)))
+    vector = the_engine.predict_with_partner(a, b, partner)
+    with torch.inference_mode():
+        motion = torch.as_tensor(partner.to_network())[None]
+        expected = the_engine.model.predict(
+            normalise_audio(a)[None], normalise_audio(b)[None], motion
+        )
+    np.testing.assert_allclose(vector, expected[0].numpy(), atol=1e-5)
+
+
+def test_windowed_encoding_matches_whole_clip(checkpoint):
+    audio = normalise_audio(voice(6.0, [(0.2, 5.8)], 150)).numpy()
+    n_frames = math.ceil(len(audio) / 640)
+    whole = engine(checkpoint).encode(1, audio, n_frames)
+    windowed = engine(checkpoint, window_frames=60, overlap_frames=20)
+    with torch.inference_mode():
+        parts = windowed.encode(1, audio, n_frames)
+        whole = whole.detach()
+    assert (
+        parts.shape == whole.shape == (1, n_frames, DualTalkConfig.tiny().audio_hidden)
+    )
+    difference = (parts - whole).abs().mean() / whole.abs().mean()
+    # Windows see less context than the whole clip; they must stay close.
+    assert difference < 0.15, float(difference)
+
+
+def test_bad_checkpoints(checkpoint, tmp_path):
+    data = checkpoint.read_bytes()
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EngineUnavailable, match="truncated"):
+        engine(truncated)
+
+    other = tmp_path / "other.pth"
+    torch.save(torch.nn.Linear(3, 4).state_dict(), other)
+    with pytest.raises(EngineUnavailable, match="not the DualTalk checkpoint"):
+        engine(other)
+
+    state = torch.load(checkpoint, weights_only=True)
+    missing = dict(state)
+    missing.pop("synthesis_module.blendshape_predictor.weight")
+    torch.save(missing, tmp_path / "missing.pth")
+    with pytest.raises(EngineUnavailable, match="blendshape_predictor.weight"):
+        engine(tmp_path / "missing.pth")
+
+    extra = dict(state, **{"surprise.weight": torch.zeros(2)})
+    torch.save(extra, tmp_path / "extra.pth")
+    with pytest.raises(EngineUnavailable, match="surprise.weight"):
+        engine(tmp_path / "extra.pth")
+
+    with pytest.raises(EngineUnavailable, match="not found"):
+        engine(tmp_path / "nowhere.pth")
+
+
+def test_cli_without_checkpoint_falls_back(dialogue, tmp_path):
+    env_result = run_cli(
+        "animate", *dialogue, "-o", tmp_path / "x", "--engine", "dualtalk", "--no-video"
+    )
+    assert_one_line_error(env_result, "DualTalk checkpoint")
+
+
+def test_cli_runs_the_network_and_picks_it_automatically(
+    checkpoint, dialogue, tmp_path
+):
+    import os
+
+    from dualtalk_cli.motion import load_motion
+
+    env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
+    env["DUALTALK_WEIGHTS"] = str(checkpoint)
+    out = tmp_path / "out"
+    result = run_cli("animate", *dialogue, "-o", out, "--no-video", "--no-obj", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0].startswith("engine dualtalk;")
+    motion = load_motion(out / "a.npz")
+    assert motion.engine == "dualtalk+procedural-eyes"
+    assert motion.n_frames == math.ceil(4.0 * 16000 / 640)
+    assert np.abs(motion.exp).sum() > 0
+
+    env.pop("DUALTALK_WEIGHTS")
+    fallback = run_cli(
+        "animate", *dialogue, "-o", tmp_path / "p", "--no-video", "--no-obj",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert fallback.returncode == 0, fallback.stderr
+    first = fallback.stderr.splitlines()[0]
+    assert first.startswith("engine procedural (dualtalk not used: no DualTalk")
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_download_without_network_fails_at_once(tmp_path, offline):
+    import os
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1" if offline else "0"}
+    # No proxy and no reachable Hub here; a real outage looks the same.
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    start = time.monotonic()
+    result = run_cli("download", "--to", tmp_path / "w", env=env)
+    assert time.monotonic() - start < 30
+    assert_one_line_error(result, "cannot download", "DualTalk.pth")
+    assert not list((tmp_path / "w").glob("*.pth"))
