@@ -146,6 +146,39 @@ def animate(
     )
 
 
+def animate_with_partner(
+    audio_a: str | os.PathLike,
+    audio_b: str | os.PathLike,
+    partner_motion: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike,
+    engine_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Path:
+    """A's NPZ from both tracks and B's known motion (the published demo's mode)."""
+    from dualtalk_cli.motion import load_motion
+
+    (name_a, _), _ = output_names(audio_a, audio_b)
+    writer = get_writers(["npz"], out_dir, overwrite=overwrite)[0]
+    prepare_output_dir(out_dir, [writer], Conversation(names=(name_a,), motions=()))
+    partner = load_motion(partner_motion)
+    track_a, track_b = load_conversation(audio_a, audio_b)
+    the_engine = load_engine("dualtalk", **dict(engine_options or {}))
+    _say(notify, f"engine {the_engine.name}, partner motion from {partner_motion}")
+    motion = the_engine.animate_with_partner(
+        track_a,
+        track_b,
+        partner,
+        n_frames=n_frames_for(len(track_a), partner.frames_per_second),
+        frames_per_second=partner.frames_per_second,
+        seed=seed,
+    )
+    conversation = Conversation(names=(name_a,), motions=(motion,))
+    return writer.write(conversation)[0]
+
+
 def render_video(
     motion_paths: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,

@@ -151,6 +151,15 @@ def animate_command(
         int,
         typer.Option("--passes", min=1, max=10, help="DualTalk: alternating passes."),
     ] = 2,
+    partner_motion: Annotated[
+        Path | None,
+        typer.Option(
+            "--partner-motion",
+            help="B's known motion (NPZ): predict only A, as the published demo "
+            "does, and write A's NPZ.",
+            show_default=False,
+        ),
+    ] = None,
     head: HeadOpt = "auto",
     flame: FlameOpt = None,
     flame_eyelids: FlameEyelidsOpt = None,
@@ -179,8 +188,23 @@ def animate_command(
     formats = ["npz"] + ([] if no_obj else ["obj"]) + ([] if no_video else ["mp4"])
 
     def run(progress, say):
-        from dualtalk_cli.animation import HeadOptions, animate
+        from dualtalk_cli.animation import HeadOptions, animate, animate_with_partner
 
+        if partner_motion is not None:
+            if len(audio) != 2:
+                raise typer.BadParameter("--partner-motion needs two audio files")
+            path = animate_with_partner(
+                audio[0],
+                audio[1],
+                partner_motion,
+                out_dir=out,
+                engine_options={"weights": weights, "device": device},
+                seed=seed,
+                overwrite=overwrite,
+                notify=say,
+            )
+            say(f"wrote {path}")
+            return
         result = animate(
             audio[0],
             audio[1] if len(audio) > 1 else None,

@@ -181,3 +181,29 @@ def test_download_without_network_fails_at_once(tmp_path, offline):
     assert time.monotonic() - start < 30
     assert_one_line_error(result, "cannot download", "DualTalk.pth")
     assert not list((tmp_path / "w").glob("*.pth"))
+
+
+def test_cli_partner_motion_mode(checkpoint, dialogue, tmp_path):
+    import os
+
+    from dualtalk_cli.engines.dualtalk import DualTalkEngine
+    from dualtalk_cli.motion import load_motion
+
+    rng = np.random.default_rng(1)
+    n_frames = math.ceil(4.0 * 16000 / 640)
+    partner = Motion.from_network(rng.normal(0, 0.1, (n_frames, 56)))
+    partner.save(tmp_path / "b_known.npz")
+    env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
+    out = tmp_path / "out"
+    args = ("animate", *dialogue, "-o", out, "--weights", checkpoint)
+    result = run_cli(*args, "--partner-motion", tmp_path / "b_known.npz", env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.npz"]
+    from dualtalk_cli.audio import load_conversation
+
+    a, b = load_conversation(*dialogue)
+    expected = engine(checkpoint).predict_with_partner(a, b, partner)
+    np.testing.assert_allclose(
+        load_motion(out / "a.npz").to_network(), expected, atol=1e-5
+    )
+    assert DualTalkEngine.name == "dualtalk"

@@ -233,6 +233,23 @@ class DualTalkEngine(Engine):
             vectors, audio_a, audio_b, n_frames, frames_per_second, seed
         )
 
+    def animate_with_partner(
+        self,
+        audio_a: np.ndarray,
+        audio_b: np.ndarray,
+        partner: Motion,
+        *,
+        n_frames: int,
+        frames_per_second: float = 25.0,
+        seed: int = 0,
+    ) -> Motion:
+        """A's motion given B's known motion, as the published demo predicts it."""
+        vector = self.predict_with_partner(audio_a, audio_b, partner)
+        motions = self._with_eyes(
+            (vector,), audio_a, audio_b, n_frames, frames_per_second, seed
+        )
+        return motions[0]
+
     def _with_eyes(
         self,
         vectors: tuple[np.ndarray, ...],
