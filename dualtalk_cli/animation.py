@@ -124,6 +124,10 @@ def animate(
         motion if identity is None else motion.with_shape(identity)
         for motion, identity in zip(motions, identities)
     )
+    engine_name = the_engine.name
+    # A network holds gigabytes that rendering does not need: let them go first.
+    del the_engine
+    _release_memory()
     if progress:
         progress("engine", 1, 1)
     conversation = Conversation(
@@ -140,7 +144,7 @@ def animate(
     return AnimateResult(
         conversation=conversation,
         outputs=outputs,
-        engine=the_engine.name,
+        engine=engine_name,
         head=the_head.name if the_head else "none",
         notes=notes,
     )
@@ -332,3 +336,15 @@ def run_writers(
         if not isinstance(error, Cancelled):
             raise error
     return [path for writer in writers for path in outputs.get(writer, [])]
+
+
+def _release_memory() -> None:
+    """Return freed memory to the system (glibc keeps large freed blocks)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim

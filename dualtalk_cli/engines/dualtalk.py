@@ -83,7 +83,8 @@ def load_model(path: Path, device: str = "cpu", config: Any = None) -> Any:
     )
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped: the tensors stay backed by the file, not copied into RAM.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (
         RuntimeError,
         EOFError,
@@ -100,9 +101,12 @@ def load_model(path: Path, device: str = "cpu", config: Any = None) -> Any:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise EngineUnavailable("holds no state dict", path)
-    model = DualTalkModel(config)
+    # Built without memory and given the checkpoint's tensors: no random
+    # initialisation of 647 M parameters, and never two copies of the weights.
+    with torch.device("meta"):
+        model = DualTalkModel(config)
     try:
-        load_state_dict_checked(model, state)
+        load_state_dict_checked(model, state, assign=True)
     except ValueError as error:
         raise EngineUnavailable(
             f"is not the DualTalk checkpoint: {error}", path
