@@ -93,10 +93,14 @@ def stage_times(
 
 
 def whole_run(
-    path_a: Path, path_b: Path, out: Path, formats: list[str]
+    path_a: Path,
+    path_b: Path,
+    out: Path,
+    formats: list[str],
+    options: tuple[str, ...] = (),
 ) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one ``dualtalk animate`` process."""
-    flags = [] if "obj" in formats else ["--no-obj"]
+    flags = [*options] + ([] if "obj" in formats else ["--no-obj"])
     command = [
         sys.executable,
         "-m",

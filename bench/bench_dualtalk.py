@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_animate import make_conversation  # noqa: E402
+from bench_animate import make_conversation, whole_run  # noqa: E402
 
 
 def random_checkpoint(path: Path) -> Path:
@@ -94,25 +93,6 @@ def engine_stages(weights: Path, path_a: Path, path_b: Path, passes: int) -> dic
     return times
 
 
-def whole_run(weights: Path, path_a: Path, path_b: Path, out: Path, obj: bool):
-    command = [
-        sys.executable,
-        "-m",
-        "dualtalk_cli",
-        "animate",
-        str(path_a),
-        str(path_b),
-    ]
-    command += ["-o", str(out), "--weights", str(weights), "--overwrite", "-q"]
-    command += [] if obj else ["--no-obj"]
-    start = time.perf_counter()
-    process = subprocess.Popen(command)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit("animate failed")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[10, 60, 600])
@@ -138,7 +118,9 @@ def main() -> None:
                 print(f"  {stage:<20} {value:10.4g}{unit}")
             if not args.skip_whole:
                 obj = seconds <= 120
-                wall, peak = whole_run(weights, path_a, path_b, folder / "out", obj)
+                formats = ["npz", "obj", "mp4"] if obj else ["npz", "mp4"]
+                options = ("--weights", str(weights))
+                wall, peak = whole_run(path_a, path_b, folder / "out", formats, options)
                 label = "NPZ, OBJ, MP4" if obj else "NPZ, MP4"
                 print(f"  animate ({label}) {wall:8.1f} s, peak memory {peak:.0f} MB")
 
