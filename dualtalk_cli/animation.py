@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,8 +262,6 @@ def _say(notify: Callable[[str], None] | None, message: str) -> None:
 
 def pad_motions(motions: list[Motion]) -> list[Motion]:
     """Hold each motion's last frame so all have the longest one's frame count."""
-    from dataclasses import replace
-
     longest = max(motion.n_frames for motion in motions)
     padded = []
     for motion in motions:

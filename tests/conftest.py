@@ -140,3 +140,21 @@ def write_synthetic_flame(path: Path) -> Path:
         kintree_table=np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
     )
     return path
+
+
+def write_dataset_npz(path: Path, n_frames: int = 30, seed: int = 0) -> Path:
+    """A DualTalk dataset NPZ: exp, pose = [neck, jaw], shape, tex, cam, light."""
+    rng = np.random.default_rng(seed)
+    pose = np.zeros((n_frames, 6), np.float32)
+    pose[:, 3] = 0.15 * (1 + np.sin(np.arange(n_frames) / 3))  # jaw opening
+    pose[:, 1] = 0.1  # head turned
+    np.savez(
+        path,
+        exp=rng.normal(0, 0.5, (n_frames, 50)).astype(np.float32),
+        pose=pose,
+        shape=rng.normal(0, 0.5, (n_frames, 100)).astype(np.float32),
+        tex=np.zeros((n_frames, 50), np.float32),
+        cam=np.zeros((n_frames, 3), np.float32),
+        light=np.zeros((n_frames, 9, 3), np.float32),
+    )
+    return path

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 import dualtalk_cli
-from conftest import EXAMPLES, leftovers, run_cli, write_dialogue
+from conftest import EXAMPLES, leftovers, run_cli, write_dataset_npz, write_dialogue
 from dualtalk_cli.motion import ARKIT_NAMES, load_motion
 
 
@@ -207,29 +207,11 @@ def test_listener_nods_at_phrase_ends(tmp_path):
     assert nods >= 2, nods
 
 
-def _dataset_file(path, n_frames, seed=0):
-    """A DualTalk dataset NPZ: exp, pose = [neck, jaw], shape, tex, cam, light."""
-    rng = np.random.default_rng(seed)
-    pose = np.zeros((n_frames, 6), np.float32)
-    pose[:, 3] = 0.15 * (1 + np.sin(np.arange(n_frames) / 3))  # jaw opening
-    pose[:, 1] = 0.1  # head turned
-    np.savez(
-        path,
-        exp=rng.normal(0, 0.5, (n_frames, 50)).astype(np.float32),
-        pose=pose,
-        shape=rng.normal(0, 0.5, (n_frames, 100)).astype(np.float32),
-        tex=np.zeros((n_frames, 50), np.float32),
-        cam=np.zeros((n_frames, 3), np.float32),
-        light=np.zeros((n_frames, 9, 3), np.float32),
-    )
-    return path
-
-
 def test_render_dataset_files_side_by_side(tmp_path, dialogue):
     from dualtalk_cli.video import probe
 
-    first = _dataset_file(tmp_path / "clip_speaker1.npz", 40)
-    second = _dataset_file(tmp_path / "clip_speaker2.npz", 36, seed=1)
+    first = write_dataset_npz(tmp_path / "clip_speaker1.npz", 40)
+    second = write_dataset_npz(tmp_path / "clip_speaker2.npz", 36, seed=1)
     args = ["render", first, second, "--audio", dialogue[0], "--audio", dialogue[1]]
     result = run_cli(*args, "--size", "128")
     assert result.returncode == 0, result.stderr
@@ -246,7 +228,7 @@ def test_render_dataset_files_side_by_side(tmp_path, dialogue):
 def test_render_one_head_without_audio(tmp_path):
     from dualtalk_cli.video import probe
 
-    source = _dataset_file(tmp_path / "solo.npz", 30)
+    source = write_dataset_npz(tmp_path / "solo.npz", 30)
     out = tmp_path / "solo.mp4"
     result = run_cli("render", source, "-o", out, "--size", "128", "--quiet")
     assert result.returncode == 0, result.stderr

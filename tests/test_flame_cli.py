@@ -7,27 +7,18 @@ import os
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli, write_synthetic_flame
+from conftest import (
+    assert_one_line_error,
+    run_cli,
+    write_dataset_npz,
+    write_synthetic_flame,
+)
 from dualtalk_cli.motion import load_motion
 
 
 @pytest.fixture
 def flame(tmp_path):
     return write_synthetic_flame(tmp_path / "flame_test.npz")
-
-
-def _dataset_clip(path, n_frames=30):
-    rng = np.random.default_rng(3)
-    pose = np.zeros((n_frames, 6), np.float32)
-    pose[:, 3] = np.linspace(0, 0.3, n_frames)  # the jaw opens
-    np.savez(
-        path,
-        exp=rng.normal(0, 1, (n_frames, 50)).astype(np.float32),
-        pose=pose,
-        shape=rng.normal(0, 1, (n_frames, 100)).astype(np.float32),
-        tex=np.zeros((n_frames, 50), np.float32),
-    )
-    return path
 
 
 def _counts(obj_file):
@@ -48,7 +39,7 @@ def _env_without_flame(tmp_path, **extra):
 def test_render_dataset_file_with_flame(tmp_path, flame):
     from dualtalk_cli.video import probe
 
-    clip = _dataset_clip(tmp_path / "clip_speaker1.npz")
+    clip = write_dataset_npz(tmp_path / "clip_speaker1.npz")
     out = tmp_path / "out" / "clip.mp4"
     args = ("render", clip, "--flame", flame, "--obj", "--size", "128", "-o", out)
     result = run_cli(*args, env=_env_without_flame(tmp_path), cwd=tmp_path)
@@ -105,7 +96,7 @@ def test_without_flame_the_builtin_head_is_used(dialogue, tmp_path):
 def test_identity_files(dialogue, tmp_path, flame):
     identity = np.linspace(-1, 1, 300).astype(np.float32)
     np.save(tmp_path / "id.npy", identity)
-    clip = _dataset_clip(tmp_path / "other.npz")
+    clip = write_dataset_npz(tmp_path / "other.npz")
     out = tmp_path / "out"
     args = ("animate", *dialogue, "-o", out, "--flame", flame, "--no-video")
     args += ("--shape-a", tmp_path / "id.npy", "--shape-b", clip)
