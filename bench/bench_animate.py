@@ -110,12 +110,19 @@ def whole_run(
         str(path_b),
     ]
     command += ["-o", str(out), "--overwrite", "--quiet", *flags]
+    return timed_process(command)
+
+
+def timed_process(
+    command: list[str], env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Wall seconds and the largest process's peak RSS (MB) of one command."""
     start = time.perf_counter()
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"animate failed: {' '.join(command)}")
+        raise SystemExit(f"failed: {' '.join(command)}")
     return wall, usage.ru_maxrss / 1024
 
 

@@ -13,6 +13,9 @@ from dualtalk_cli.version import __version__
 _EXPORTS = {
     "animate": "dualtalk_cli.animation",
     "render_video": "dualtalk_cli.animation",
+    "find_clips": "dualtalk_cli.batch",
+    "run_batch": "dualtalk_cli.batch",
+    "evaluate": "dualtalk_cli.evaluate",
     "load_engine": "dualtalk_cli.engines",
     "available_engines": "dualtalk_cli.engines",
     "load_head": "dualtalk_cli.heads",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dualtalk_cli.audio import FPS, load_conversation, n_frames_for, stereo
-from dualtalk_cli.engines import ENGINES, load_engine
+from dualtalk_cli.engines import ENGINES, Engine, load_engine
 from dualtalk_cli.errors import OutputError
 from dualtalk_cli.heads import Head, load_head
 from dualtalk_cli.motion import Motion, load_identity
@@ -70,9 +70,9 @@ def animate(
     audio_b: str | os.PathLike | None = None,
     *,
     out_dir: str | os.PathLike,
-    engine: str = "auto",
+    engine: str | Engine = "auto",
     engine_options: Mapping[str, Any] | None = None,
-    head: HeadOptions | str = "auto",
+    head: HeadOptions | str | Head = "auto",
     formats: Sequence[str] = DEFAULT_FORMATS,
     seed: int = 0,
     frames_per_second: float = FPS,
@@ -87,7 +87,8 @@ def animate(
     ``audio_b`` None means ``audio_a`` is one stereo file (channel 1 = speaker A).
     ``shapes`` gives each speaker's identity file (NPZ or .npy; None: the mean
     face). ``notify`` receives one-line remarks for the user; ``progress`` gets
-    (stage, done, total) as work advances.
+    (stage, done, total) as work advances. ``engine`` and ``head`` may be loaded
+    already (see ``load_engine_and_head``), so a batch pays for them once.
     """
     names, video_name = output_names(audio_a, audio_b)
     # Check every output before any work, so a clash fails in a second, not minutes.
@@ -102,15 +103,16 @@ def animate(
     track_a, track_b = load_conversation(audio_a, audio_b)
     if progress:
         progress("audio", 1, 1)
-    engine_options = dict(engine_options or {})
-    the_engine = load_engine(engine, **engine_options)
-    the_head = _head_options(head).load() if {"obj", "mp4"} & set(formats) else None
-    # Every input is checked by now, so an error stays the only line printed.
-    skipped = ENGINES.passed_over(the_engine.name, **engine_options)
-    why = "".join(f" ({name} not used: {reason})" for name, reason in skipped)
-    if engine != "auto":
-        why = ""
-    _say(notify, f"engine {the_engine.name}{why}; head {_describe(the_head)}")
+    if isinstance(engine, Engine):
+        the_engine, the_head = engine, None
+        if {"obj", "mp4"} & set(formats):
+            the_head = head if isinstance(head, Head) else _head_options(head).load()
+    else:
+        the_engine, the_head, setup = load_engine_and_head(
+            engine, engine_options, head, formats
+        )
+        # Every input is checked by now, so an error stays the only line printed.
+        _say(notify, setup)
 
     n_frames = n_frames_for(len(track_a), frames_per_second)
     motions = the_engine.animate(
@@ -148,6 +150,40 @@ def animate(
         head=the_head.name if the_head else "none",
         notes=notes,
     )
+
+
+def load_engine_and_head(
+    engine: str = "auto",
+    engine_options: Mapping[str, Any] | None = None,
+    head: HeadOptions | str | Head = "auto",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> tuple[Engine, Head | None, str]:
+    """The engine, the head (None when no format needs meshes) and a line saying
+    which were chosen, and why "auto" passed over a preferred engine."""
+    engine_options = dict(engine_options or {})
+    the_engine = load_engine(engine, **engine_options)
+    the_head = None
+    if {"obj", "mp4"} & set(formats):
+        the_head = head if isinstance(head, Head) else _head_options(head).load()
+    return (
+        the_engine,
+        the_head,
+        describe_setup(engine, the_engine.name, the_head, engine_options),
+    )
+
+
+def describe_setup(
+    requested: str,
+    engine_name: str,
+    head: Head | None,
+    engine_options: Mapping[str, Any] | None = None,
+) -> str:
+    """ "engine X (why auto passed over Y); head Z": what a run will use."""
+    why = ""
+    if requested == "auto":
+        skipped = ENGINES.passed_over(engine_name, **dict(engine_options or {}))
+        why = "".join(f" ({name} not used: {reason})" for name, reason in skipped)
+    return f"engine {engine_name}{why}; head {_describe(head)}"
 
 
 def animate_with_partner(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,6 +68,39 @@ ShapeBOpt = Annotated[
     ),
 ]
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Engine: auto (the DualTalk network when its checkpoint is found, "
+        "else procedural), dualtalk or procedural.",
+    ),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="DualTalk checkpoint [default: $DUALTALK_WEIGHTS, weights/DualTalk.pth].",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if any]."),
+]
+PassesOpt = Annotated[
+    int, typer.Option("--passes", min=1, max=10, help="DualTalk: alternating passes.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of blinks, gaze and sway.")]
+FpsOpt = Annotated[
+    float, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second.")
+]
+NoObjOpt = Annotated[
+    bool, typer.Option("--no-obj", help="Skip the OBJ mesh sequences.")
+]
+NoVideoOpt = Annotated[bool, typer.Option("--no-video", help="Skip the MP4.")]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")]
+
 
 def _even(size: int) -> int:
     if size % 2:
@@ -87,6 +121,8 @@ STAGE_LABELS = {
     "npz": "Writing parameters",
     "obj": "Writing OBJ meshes",
     "mp4": "Rendering video",
+    "clips": "Conversations",
+    "evaluate": "Scoring files",
 }
 
 
@@ -123,34 +159,11 @@ def animate_command(
             show_default=False,
         ),
     ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the outputs.")
-    ] = Path("out"),
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="Engine: auto (the DualTalk network when its checkpoint is found, "
-            "else procedural), dualtalk or procedural.",
-        ),
-    ] = "auto",
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--weights",
-            help="DualTalk checkpoint "
-            "[default: $DUALTALK_WEIGHTS, weights/DualTalk.pth].",
-            show_default=False,
-        ),
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if any]."),
-    ] = None,
-    passes: Annotated[
-        int,
-        typer.Option("--passes", min=1, max=10, help="DualTalk: alternating passes."),
-    ] = 2,
+    out: OutDirOpt = Path("out"),
+    engine: EngineOpt = "auto",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = None,
+    passes: PassesOpt = 2,
     partner_motion: Annotated[
         Path | None,
         typer.Option(
@@ -165,17 +178,11 @@ def animate_command(
     flame_eyelids: FlameEyelidsOpt = None,
     shape_a: ShapeAOpt = None,
     shape_b: ShapeBOpt = None,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed of blinks, gaze and sway.")
-    ] = 0,
-    fps: Annotated[
-        float, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second.")
-    ] = 25.0,
+    seed: SeedOpt = 0,
+    fps: FpsOpt = 25.0,
     size: SizeOpt = 512,
-    no_obj: Annotated[
-        bool, typer.Option("--no-obj", help="Skip the OBJ mesh sequences.")
-    ] = False,
-    no_video: Annotated[bool, typer.Option("--no-video", help="Skip the MP4.")] = False,
+    no_obj: NoObjOpt = False,
+    no_video: NoVideoOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -293,6 +300,168 @@ def render_command(
     _run(run, quiet=quiet, debug=debug)
 
 
+@app.command("batch")
+def batch_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder of <clip>_speaker1/_speaker2 audio pairs (the DualTalk "
+            "dataset's layout) and stereo files, or a manifest CSV with columns "
+            "speaker1[,speaker2,name,shape1,shape2].",
+            show_default=False,
+        ),
+    ],
+    out: OutDirOpt = Path("out"),
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, max=64, help="Conversations worked on at once."
+        ),
+    ] = 1,
+    json_lines: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON line per clip event on stdout, for scripts."
+        ),
+    ] = False,
+    engine: EngineOpt = "auto",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = None,
+    passes: PassesOpt = 2,
+    head: HeadOpt = "auto",
+    flame: FlameOpt = None,
+    flame_eyelids: FlameEyelidsOpt = None,
+    seed: SeedOpt = 0,
+    fps: FpsOpt = 25.0,
+    size: SizeOpt = 512,
+    no_obj: NoObjOpt = False,
+    no_video: NoVideoOpt = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Redo conversations that are complete too."),
+    ] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Animate every conversation in a folder into OUT/<clip>/, as animate would.
+
+    Complete clips are skipped, so running it again finishes an interrupted
+    batch. Exit code: 0 all done or skipped, 3 some clips failed, 2 the batch
+    could not start, 130 interrupted.
+    """
+    formats = ("npz",) + (() if no_obj else ("obj",)) + (() if no_video else ("mp4",))
+
+    def run(progress, say):
+        from dualtalk_cli.animation import HeadOptions
+        from dualtalk_cli.batch import (
+            BatchSettings,
+            find_clips,
+            format_summary,
+            run_batch,
+        )
+
+        clips = find_clips(source)
+        settings = BatchSettings(
+            engine=engine,
+            engine_options={"weights": weights, "device": device, "passes": passes},
+            head=HeadOptions(head, flame, flame_eyelids),
+            formats=formats,
+            seed=seed,
+            frames_per_second=fps,
+            size=size,
+            overwrite=overwrite,
+        )
+
+        def on_event(event):
+            if json_lines:
+                print(event.to_json(), flush=True)
+            position = f"[{event.index}/{event.total}] {event.clip}"
+            if event.event == "done":
+                say(f"{position}: done in {event.seconds:.1f} s")
+            elif event.event == "skipped":
+                say(f"{position}: skipped ({event.message})")
+            elif event.event == "failed" and not json_lines:
+                say(f"{position}: failed: {event.message}")
+
+        summary = run_batch(
+            clips,
+            out,
+            settings,
+            jobs=jobs,
+            on_event=on_event,
+            progress=progress,
+            notify=say,
+            debug=debug,
+        )
+        if json_lines:
+            print(summary.to_json(), flush=True)
+        lines = format_summary(summary)
+        for line in lines if not quiet else [ln for ln in lines if "failed:" in ln]:
+            print(line, file=sys.stderr)
+        return summary.exit_code
+
+    _run(run, quiet=quiet, debug=debug)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    predictions: Annotated[
+        Path,
+        typer.Argument(
+            help="Predicted motion: a folder (searched recursively, e.g. a batch's "
+            "output) or one file; our NPZ or the published [T, 56] .npy.",
+            show_default=False,
+        ),
+    ],
+    ground_truth: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of DualTalk dataset NPZ files, <clip>_speaker1/2.npz.",
+            show_default=False,
+        ),
+    ],
+    output_format: Annotated[
+        str, typer.Option("--format", help="Table as text, json or csv on stdout.")
+    ] = "text",
+    per_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--per-file",
+            help="Also write every file's metrics to this CSV.",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Score predicted motion with the DualTalk paper's metrics (FD, P-FD, MSE, SID,
+    rPCC for expression, jaw and head pose), each clip against its ground truth."""
+    if output_format not in ("text", "json", "csv"):
+        raise typer.BadParameter("use text, json or csv", param_hint="--format")
+
+    def run(progress, say):
+        from dualtalk_cli.evaluate import (
+            check_report_path,
+            evaluate,
+            format_csv,
+            format_json,
+            format_text,
+            write_report,
+        )
+
+        if per_file is not None:  # fail now, not after minutes of scoring
+            check_report_path(per_file, overwrite=overwrite)
+        evaluation = evaluate(predictions, ground_truth, progress=progress, notify=say)
+        formatter = {"text": format_text, "json": format_json, "csv": format_csv}
+        sys.stdout.write(formatter[output_format](evaluation))
+        if per_file is not None:
+            report = format_csv(evaluation, per_file=True)
+            say(f"wrote {write_report(per_file, report, overwrite=overwrite)}")
+
+    _run(run, quiet=quiet, debug=debug)
+
+
 @app.command("download")
 def download_command(
     folder: Annotated[
@@ -326,9 +495,17 @@ def info_command(debug: DebugOpt = False) -> None:
 
 
 def _run(
-    job: Callable[[Any, Callable[[str], None]], None], *, quiet: bool, debug: bool
+    job: Callable[[Any, Callable[[str], None]], int | None],
+    *,
+    quiet: bool,
+    debug: bool,
 ) -> None:
-    """Run ``job(progress, say)`` and turn failures into one line and an exit code."""
+    """Run ``job(progress, say)`` and turn failures into one line and an exit code.
+
+    ``job`` may return an exit code; SIGTERM stops it as Ctrl-C does, so the
+    writers still remove their temporary files.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with _progress_reporter(not quiet and sys.stderr.isatty()) as (progress, echo):
 
@@ -336,7 +513,9 @@ def _run(
                 if not quiet:
                     echo(message)
 
-            job(progress, say)
+            code = job(progress, say)
+        if code:
+            raise typer.Exit(code)
     except DualtalkError as error:
         if debug:
             raise
@@ -359,6 +538,10 @@ def _run(
             file=sys.stderr,
         )
         raise typer.Exit(1) from None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @contextmanager

@@ -37,3 +37,7 @@ class EngineUnavailable(DualtalkError):
 
 class HeadUnavailable(DualtalkError):
     """A head was asked for but its files are missing or invalid."""
+
+
+class EvaluationError(DualtalkError):
+    """Predictions and ground truth cannot be paired for an evaluation."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
+import soundfile
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -143,8 +145,6 @@ def test_cli_without_checkpoint_falls_back(dialogue, tmp_path):
 def test_cli_runs_the_network_and_picks_it_automatically(
     checkpoint, dialogue, tmp_path
 ):
-    import os
-
     from dualtalk_cli.motion import load_motion
 
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
@@ -170,7 +170,6 @@ def test_cli_runs_the_network_and_picks_it_automatically(
 
 @pytest.mark.parametrize("offline", [True, False])
 def test_download_without_network_fails_at_once(tmp_path, offline):
-    import os
     import time
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1" if offline else "0"}
@@ -184,8 +183,6 @@ def test_download_without_network_fails_at_once(tmp_path, offline):
 
 
 def test_cli_partner_motion_mode(checkpoint, dialogue, tmp_path):
-    import os
-
     from dualtalk_cli.engines.dualtalk import DualTalkEngine
     from dualtalk_cli.motion import load_motion
 
@@ -207,3 +204,30 @@ def test_cli_partner_motion_mode(checkpoint, dialogue, tmp_path):
         load_motion(out / "a.npz").to_network(), expected, atol=1e-5
     )
     assert DualTalkEngine.name == "dualtalk"
+
+
+def test_batch_with_the_network_in_two_processes(checkpoint, tmp_path):
+    """Each worker loads the network once; results match a single process."""
+    from dualtalk_cli.motion import load_motion
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for index in range(2):
+        a = voice(1.5, [(0.1, 0.7)], 120, seed=index)
+        b = voice(1.5, [(0.8, 1.4)], 210, seed=index + 9)
+        soundfile.write(folder / f"c{index}_speaker1.wav", a, 16000)
+        soundfile.write(folder / f"c{index}_speaker2.wav", b, 16000)
+    env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
+    common = ("--weights", checkpoint, "--no-video", "--no-obj", "--engine", "dualtalk")
+    one, two = tmp_path / "one", tmp_path / "two"
+    first = run_cli("batch", folder, "-o", one, *common, env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.startswith("engine dualtalk;")
+    second = run_cli("batch", folder, "-o", two, *common, "-j", "2", env=env)
+    assert second.returncode == 0, second.stderr
+    for name in ("c0/c0_speaker1.npz", "c1/c1_speaker2.npz"):
+        motion = load_motion(two / name)
+        assert motion.engine == "dualtalk+procedural-eyes"
+        np.testing.assert_allclose(
+            motion.to_network(), load_motion(one / name).to_network(), atol=1e-5
+        )
