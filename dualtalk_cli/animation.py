@@ -192,12 +192,16 @@ def animate_with_partner(
     partner_motion: str | os.PathLike,
     *,
     out_dir: str | os.PathLike,
+    engine: Engine | None = None,
     engine_options: Mapping[str, Any] | None = None,
     seed: int = 0,
     overwrite: bool = False,
     notify: Callable[[str], None] | None = None,
 ) -> Path:
-    """A's NPZ from both tracks and B's known motion (the published demo's mode)."""
+    """A's NPZ from both tracks and B's known motion (the published demo's mode).
+
+    ``engine``: a DualTalk engine loaded already; else one is loaded here.
+    """
     from dualtalk_cli.motion import load_motion
 
     (name_a, _), _ = output_names(audio_a, audio_b)
@@ -205,8 +209,9 @@ def animate_with_partner(
     prepare_output_dir(out_dir, [writer], Conversation(names=(name_a,), motions=()))
     partner = load_motion(partner_motion)
     track_a, track_b = load_conversation(audio_a, audio_b)
-    the_engine = load_engine("dualtalk", **dict(engine_options or {}))
-    _say(notify, f"engine {the_engine.name}, partner motion from {partner_motion}")
+    the_engine = engine or load_engine("dualtalk", **dict(engine_options or {}))
+    if engine is None:
+        _say(notify, f"engine {the_engine.name}, partner motion from {partner_motion}")
     motion = the_engine.animate_with_partner(
         track_a,
         track_b,

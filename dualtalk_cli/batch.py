@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from dualtalk_cli.animation import (
     DEFAULT_FORMATS,
     HeadOptions,
     animate,
+    animate_with_partner,
     describe_setup,
     load_engine_and_head,
     output_names,
@@ -70,6 +71,9 @@ class BatchSettings:
     frames_per_second: float = FPS
     size: int = 512
     overwrite: bool = False  # redo complete clips too
+    # The paper's test protocol: each speaker predicted given the partner's
+    # ground-truth motion (<clip>_speakerK.npz beside the audio); NPZ only.
+    given_partner: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,8 @@ def planned_outputs(
     """Every final path ``animate`` writes for ``clip``."""
     names, video_name = output_names(clip.audio_a, clip.audio_b)
     planned = Conversation(names=names, motions=(), video_name=video_name)
-    writers = get_writers(list(settings.formats), Path(out_dir) / clip.name)
+    formats = ["npz"] if settings.given_partner else list(settings.formats)
+    writers = get_writers(formats, Path(out_dir) / clip.name)
     return [path for writer in writers for path in writer.outputs(planned)]
 
 
@@ -338,8 +343,15 @@ def run_batch(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     # Cheap checks first: a batch that cannot run says so before any clip.
-    ENGINES.resolve(settings.engine, **settings.engine_options)
+    engine_name = ENGINES.resolve(settings.engine, **settings.engine_options)
+    if settings.given_partner and engine_name != "dualtalk":
+        raise DualtalkError(
+            "--given-partner needs the DualTalk network (engine dualtalk); "
+            f"this run would use {engine_name}"
+        )
     prepare_output_dir(out_dir, [], Conversation(names=(), motions=()))
+    if settings.given_partner:
+        settings = replace(settings, formats=("npz",))
     if "mp4" in settings.formats:
         from dualtalk_cli.render import check_renderer
 
@@ -407,6 +419,16 @@ def animate_clip(
     )
     notes: list[str] = []
     try:
+        if settings.given_partner:
+            outputs = _animate_given_partners(clip, folder, settings, engine, redo)
+            return ClipEvent(
+                "done",
+                clip.name,
+                index,
+                total,
+                seconds=round(time.perf_counter() - started, 3),
+                outputs=tuple(str(path) for path in outputs),
+            )
         result = animate(
             clip.audio_a,
             clip.audio_b,
@@ -443,6 +465,45 @@ def animate_clip(
         outputs=tuple(str(path) for path in result.outputs),
         notes=tuple(notes),
     )
+
+
+def partner_motion_files(clip: Clip) -> tuple[Path, Path]:
+    """The ground-truth NPZ beside each speaker's audio, for ``given_partner``."""
+    if clip.audio_b is None:
+        raise DualtalkError(
+            "is one stereo file; the partner's motion needs "
+            "<clip>_speaker1/_speaker2 audio with NPZ files beside it",
+            clip.audio_a,
+        )
+    files = (clip.audio_a.with_suffix(".npz"), clip.audio_b.with_suffix(".npz"))
+    for path in files:
+        if not path.is_file():
+            raise DualtalkError("not found (the partner's ground-truth motion)", path)
+    return files
+
+
+def _animate_given_partners(
+    clip: Clip, folder: Path, settings: BatchSettings, engine: Any, redo: bool
+) -> list[Path]:
+    """Each speaker's NPZ from both tracks and the other's ground-truth motion."""
+    motion_a, motion_b = partner_motion_files(clip)
+    outputs = []
+    for own, other, partner in (
+        (clip.audio_a, clip.audio_b, motion_b),
+        (clip.audio_b, clip.audio_a, motion_a),
+    ):
+        outputs.append(
+            animate_with_partner(
+                own,
+                other,
+                partner,
+                out_dir=folder,
+                engine=engine,
+                seed=settings.seed,
+                overwrite=redo,
+            )
+        )
+    return outputs
 
 
 def _remove_if_empty(folder: Path) -> None:

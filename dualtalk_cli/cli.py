@@ -324,6 +324,15 @@ def batch_command(
             "--json", help="Print one JSON line per clip event on stdout, for scripts."
         ),
     ] = False,
+    given_partner: Annotated[
+        bool,
+        typer.Option(
+            "--given-partner",
+            help="The DualTalk paper's test protocol: predict each speaker given "
+            "the partner's ground-truth motion (<clip>_speakerK.npz beside the "
+            "audio). Writes NPZ only; needs the DualTalk network.",
+        ),
+    ] = False,
     engine: EngineOpt = "auto",
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
@@ -370,6 +379,7 @@ def batch_command(
             frames_per_second=fps,
             size=size,
             overwrite=overwrite,
+            given_partner=given_partner,
         )
 
         def on_event(event):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -12,7 +13,12 @@ import soundfile
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import assert_one_line_error, run_cli, voice  # noqa: E402
+from conftest import (  # noqa: E402
+    assert_one_line_error,
+    run_cli,
+    voice,
+    write_dataset_npz,
+)
 from dualtalk_cli.engines.dualtalk import DualTalkEngine  # noqa: E402
 from dualtalk_cli.engines.dualtalk_model import (  # noqa: E402
     DualTalkConfig,
@@ -231,3 +237,47 @@ def test_batch_with_the_network_in_two_processes(checkpoint, tmp_path):
         np.testing.assert_allclose(
             motion.to_network(), load_motion(one / name).to_network(), atol=1e-5
         )
+
+
+def test_batch_given_partner_is_the_papers_protocol(checkpoint, tmp_path):
+    """Each speaker from both tracks and the partner's ground truth, then scored."""
+    from dualtalk_cli.audio import load_conversation
+    from dualtalk_cli.motion import load_motion
+
+    data = tmp_path / "test"
+    data.mkdir()
+    n_frames = math.ceil(1.5 * 16000 / 640)
+    for index, clip in enumerate(("p", "q")):
+        a = voice(1.5, [(0.1, 0.7)], 120, seed=index)
+        b = voice(1.5, [(0.8, 1.4)], 210, seed=index + 9)
+        for speaker, track in ((1, a), (2, b)):
+            soundfile.write(data / f"{clip}_speaker{speaker}.wav", track, 16000)
+            write_dataset_npz(data / f"{clip}_speaker{speaker}.npz", n_frames, speaker)
+    mono = voice(1.5, [(0.1, 0.7)], 120)
+    soundfile.write(data / "mix.wav", np.stack([mono, mono], 1), 16000)
+    env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
+    out = tmp_path / "out"
+    args = ("batch", data, "-o", out, "--given-partner", "--weights", checkpoint)
+    result = run_cli(*args, "--json", env=env)
+    assert result.returncode == 3, result.stderr  # the stereo file has no partner
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    done = {e["clip"] for e in events if e["event"] == "done"}
+    failed = {e["clip"]: e["message"] for e in events if e["event"] == "failed"}
+    assert done == {"p", "q"} and "stereo" in failed["mix"]
+    assert sorted(p.name for p in (out / "q").iterdir()) == [
+        "q_speaker1.npz",
+        "q_speaker2.npz",
+    ]
+    # The same as predicting speaker 2 alone given speaker 1's ground truth.
+    a, b = load_conversation(data / "q_speaker2.wav", data / "q_speaker1.wav")
+    partner = load_motion(data / "q_speaker1.npz")
+    expected = engine(checkpoint).predict_with_partner(a, b, partner)
+    np.testing.assert_allclose(
+        load_motion(out / "q" / "q_speaker2.npz").to_network(), expected, atol=1e-5
+    )
+    scores = run_cli("evaluate", out, data, "--format", "json")
+    assert scores.returncode == 0, scores.stderr
+    assert json.loads(scores.stdout)["n_files"] == 4
+
+    procedural = run_cli(*args, "--engine", "procedural", env=env)
+    assert_one_line_error(procedural, "--given-partner needs the DualTalk network")
