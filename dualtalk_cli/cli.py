@@ -154,6 +154,7 @@ def animate_command(
     audio: Annotated[
         list[Path],
         typer.Argument(
+            metavar="AUDIO",
             help="Speaker A's and speaker B's audio, or one stereo file "
             "(left = A, right = B). WAV, FLAC, OGG or MP3.",
             show_default=False,
@@ -244,6 +245,7 @@ def render_command(
     motions: Annotated[
         list[Path],
         typer.Argument(
+            metavar="NPZ",
             help="One parameter file (one head) or two (side by side): ours or the "
             "DualTalk dataset's NPZ.",
             show_default=False,
@@ -305,6 +307,7 @@ def batch_command(
     source: Annotated[
         Path,
         typer.Argument(
+            metavar="IN",
             help="A folder of <clip>_speaker1/_speaker2 audio pairs (the DualTalk "
             "dataset's layout) and stereo files, or a manifest CSV with columns "
             "speaker1[,speaker2,name,shape1,shape2].",
@@ -418,6 +421,7 @@ def evaluate_command(
     predictions: Annotated[
         Path,
         typer.Argument(
+            metavar="PRED",
             help="Predicted motion: a folder (searched recursively, e.g. a batch's "
             "output) or one file; our NPZ or the published [T, 56] .npy.",
             show_default=False,
@@ -426,6 +430,7 @@ def evaluate_command(
     ground_truth: Annotated[
         Path,
         typer.Argument(
+            metavar="GT",
             help="Folder of DualTalk dataset NPZ files, <clip>_speaker1/2.npz.",
             show_default=False,
         ),
