@@ -291,3 +291,36 @@ def test_engine_and_head_load_once_for_the_whole_batch(tmp_path, monkeypatch):
     assert (len(summary.done), summary.exit_code) == (3, 0)
     assert [event.event for event in seen] == ["start", "done"] * 3
     assert all(len(event.outputs) == 4 for event in seen if event.event == "done")
+
+
+def test_manifest_problems_fail_one_row_or_the_whole_file(tmp_path):
+    from dualtalk_cli.batch import ManifestError, read_manifest
+
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("speaker1,speaker2,who\na.wav,b.wav,me\n")
+    with pytest.raises(ManifestError, match=r"list\.csv: unknown columns \['who'\]"):
+        read_manifest(manifest)
+    manifest.write_text("name,speaker1,speaker2\n../up,a.wav,b.wav\nok,,b.wav\n")
+    clips = {clip.name: clip for clip in find_clips(manifest)}
+    assert "not a folder name" in clips["../up"].problem
+    assert "line 3: no speaker1 file" in clips["ok"].problem
+    manifest.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ManifestError, match="not a readable CSV"):
+        read_manifest(manifest)
+
+
+def test_given_partner_needs_the_ground_truth_beside_the_audio(tmp_path):
+    from dualtalk_cli.batch import partner_motion_files
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_pair(folder, "x")
+    (clip,) = find_clips(folder)
+    with pytest.raises(DualtalkError, match=r"x_speaker1\.npz: not found"):
+        partner_motion_files(clip)
+    for speaker in (1, 2):
+        (folder / f"x_speaker{speaker}.npz").write_bytes(b"")
+    assert partner_motion_files(clip) == (
+        folder / "x_speaker1.npz",
+        folder / "x_speaker2.npz",
+    )

@@ -436,3 +436,13 @@ def test_batch_then_evaluate_on_a_dataset_layout(tmp_path):
     assert all(f["n_frames"] == 48 for f in document["files"])  # 50 cropped to 48
     assert "cropped" in result.stderr
     assert document["means"]["MSE"]["EXP"] > 0.01  # procedural motion is not GT
+
+
+def test_cli_refuses_unknown_formats_and_unwritable_reports(ground_truth, tmp_path):
+    result = run_cli("evaluate", ground_truth, ground_truth, "--format", "xml")
+    assert result.returncode == 2 and "text, json or csv" in result.stderr
+    missing = tmp_path / "nowhere" / "files.csv"
+    result = run_cli("evaluate", ground_truth, ground_truth, "--per-file", missing)
+    assert result.returncode == 2, result.stderr
+    assert "nowhere: folder not found" in result.stderr
+    assert result.stdout == ""  # refused before any scoring
