@@ -421,29 +421,22 @@ def animate_clip(
     try:
         if settings.given_partner:
             outputs = _animate_given_partners(clip, folder, settings, engine, redo)
-            return ClipEvent(
-                "done",
-                clip.name,
-                index,
-                total,
-                seconds=round(time.perf_counter() - started, 3),
-                outputs=tuple(str(path) for path in outputs),
-            )
-        result = animate(
-            clip.audio_a,
-            clip.audio_b,
-            out_dir=folder,
-            engine=engine,
-            head=head,
-            formats=settings.formats,
-            seed=settings.seed,
-            frames_per_second=settings.frames_per_second,
-            size=settings.size,
-            shapes=clip.shapes,
-            overwrite=redo,
-            progress=progress,
-            notify=notes.append,
-        )
+        else:
+            outputs = animate(
+                clip.audio_a,
+                clip.audio_b,
+                out_dir=folder,
+                engine=engine,
+                head=head,
+                formats=settings.formats,
+                seed=settings.seed,
+                frames_per_second=settings.frames_per_second,
+                size=settings.size,
+                shapes=clip.shapes,
+                overwrite=redo,
+                progress=progress,
+                notify=notes.append,
+            ).outputs
     except DualtalkError as error:
         if debug:
             raise
@@ -462,7 +455,7 @@ def animate_clip(
         index,
         total,
         seconds=round(time.perf_counter() - started, 3),
-        outputs=tuple(str(path) for path in result.outputs),
+        outputs=tuple(str(path) for path in outputs),
         notes=tuple(notes),
     )
 
