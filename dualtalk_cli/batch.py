@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import shutil
 import signal
 import time
@@ -31,12 +30,12 @@ from dualtalk_cli.animation import (
     prepare_output_dir,
 )
 from dualtalk_cli.audio import FPS
-from dualtalk_cli.errors import DualtalkError
+from dualtalk_cli.errors import DualtalkError, first_line
+from dualtalk_cli.motion import split_speaker_name
 from dualtalk_cli.writers import Conversation, Progress, get_writers
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 MANIFEST_COLUMNS = ("name", "speaker1", "speaker2", "shape1", "shape2")
-_SPEAKER_FILE = re.compile(r"^(?P<clip>.+)_speaker(?P<number>[12])$")
 
 # Exit codes of a batch, for scripts.
 EXIT_OK = 0
@@ -91,11 +90,8 @@ class ClipEvent:
 
     def to_json(self) -> str:
         """One JSON line; empty fields are left out."""
-        fields = {key: value for key, value in asdict(self).items() if value != ()}
-        fields = {key: value for key, value in fields.items() if value is not None}
-        if "outputs" in fields:
-            fields["outputs"] = list(fields["outputs"])
-        return json.dumps(fields, ensure_ascii=False)
+        fields = {k: v for k, v in asdict(self).items() if v is not None and v != ()}
+        return json.dumps(fields, ensure_ascii=False)  # tuples become lists
 
 
 @dataclass
@@ -167,7 +163,7 @@ def find_clips(source: str | os.PathLike) -> list[Clip]:
 
 
 def _clips_in_folder(folder: Path) -> list[Clip]:
-    pairs: dict[str, dict[str, list[Path]]] = {}
+    pairs: dict[str, dict[int, list[Path]]] = {}
     clips = []
     try:
         entries = sorted(folder.iterdir())
@@ -178,20 +174,20 @@ def _clips_in_folder(folder: Path) -> list[Clip]:
             continue
         if not path.is_file():
             continue
-        match = _SPEAKER_FILE.match(path.stem)
-        if match:
-            speakers = pairs.setdefault(match["clip"], {"1": [], "2": []})
-            speakers[match["number"]].append(path)
+        parsed = split_speaker_name(path.stem)
+        if parsed:
+            clip, speaker = parsed
+            pairs.setdefault(clip, {1: [], 2: []})[speaker].append(path)
         else:
             clips.append(Clip(name=path.stem, audio_a=path))
     for name, speakers in pairs.items():
-        clips.append(_pair(name, speakers["1"], speakers["2"]))
+        clips.append(_pair(name, speakers[1], speakers[2]))
     return clips
 
 
 def _pair(name: str, firsts: list[Path], seconds: list[Path]) -> Clip:
     """The clip of a ``_speaker1``/``_speaker2`` pair, or the reason there is none."""
-    for number, found in (("1", firsts), ("2", seconds)):
+    for number, found in ((1, firsts), (2, seconds)):
         if len(found) > 1:
             listed = ", ".join(path.name for path in found)
             return Clip(
@@ -254,8 +250,8 @@ def read_manifest(path: str | os.PathLike) -> list[Clip]:
                 )
             continue
         if not name:
-            match = _SPEAKER_FILE.match(audio_a.stem)
-            name = match["clip"] if match and audio_b is not None else audio_a.stem
+            parsed = split_speaker_name(audio_a.stem)
+            name = parsed[0] if parsed and audio_b is not None else audio_a.stem
         problem = None
         if name in (".", "..") or "/" in name or "\\" in name:
             problem = f"{path}: line {line}: name {name!r} is not a folder name"
@@ -389,7 +385,14 @@ def run_batch(
             )
         elif pending:
             _run_in_workers(
-                pending, len(clips), out_dir, settings, jobs, report, notify
+                pending,
+                len(clips),
+                out_dir,
+                settings,
+                engine_name,
+                jobs,
+                report,
+                notify,
             )
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -446,8 +449,7 @@ def animate_clip(
         if debug:
             raise
         _remove_if_empty(folder)
-        first = (str(error).strip().splitlines() or [""])[0]
-        message = f"internal error: {type(error).__name__}: {first}"
+        message = f"internal error: {type(error).__name__}: {first_line(error)}"
         return ClipEvent("failed", clip.name, index, total, message=message)
     return ClipEvent(
         "done",
@@ -530,19 +532,17 @@ def _run_here(
         )
 
 
-def _run_in_workers(pending, total, out_dir, settings, jobs, report, notify) -> None:
+def _run_in_workers(
+    pending, total, out_dir, settings, engine_name, jobs, report, notify
+) -> None:
     """Clips in ``jobs`` processes, each loading the engine and head once."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from dualtalk_cli.engines import ENGINES
-
-    # Fail in the parent, once, when the engine or head cannot be used at all.
-    options = dict(settings.engine_options)
-    engine_name = ENGINES.resolve(settings.engine, **options)
+    # Fail in the parent, once, when the head cannot be used at all.
     needs_head = bool({"obj", "mp4"} & set(settings.formats))
     head = settings.head.load() if needs_head else None
-    setup = describe_setup(settings.engine, engine_name, head, options)
+    setup = describe_setup(settings.engine, engine_name, head, settings.engine_options)
     _say(notify, f"{setup}; {jobs} processes")
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     messages = context.SimpleQueue()

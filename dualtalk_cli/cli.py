@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dualtalk_cli.errors import DualtalkError
+from dualtalk_cli.errors import DualtalkError, first_line
 from dualtalk_cli.version import __version__
 
 app = typer.Typer(
@@ -546,9 +546,8 @@ def _run(
     except Exception as error:  # a bug: keep it to one line unless --debug
         if debug:
             raise
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(
-            f"dualtalk: internal error: {type(error).__name__}: {first} "
+            f"dualtalk: internal error: {type(error).__name__}: {first_line(error)} "
             "(run again with --debug for the traceback)",
             file=sys.stderr,
         )

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message ("" when it has none)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class DualtalkError(Exception):
     """A problem with the user's input or environment, shown as one line."""
 

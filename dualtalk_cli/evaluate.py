@@ -17,7 +17,6 @@ import io
 import json
 import math
 import os
-import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualtalk_cli.errors import EvaluationError, MotionFileError
+from dualtalk_cli.errors import EvaluationError, MotionFileError, first_line
 from dualtalk_cli.metrics import (
     GROUPS,
     HIGHER_IS_BETTER,
@@ -38,14 +37,13 @@ from dualtalk_cli.metrics import (
     clip_metrics,
     scale_for_publication,
 )
-from dualtalk_cli.motion import load_motion
+from dualtalk_cli.motion import load_motion, split_speaker_name
 
 # progress(stage, done, total): called once per scored file, stage "evaluate".
 Progress = Callable[[str, int, int], None]
 Notify = Callable[[str], None]
 
 PREDICTION_SUFFIXES = (".npz", ".npy")
-_SPEAKER_NAME = re.compile(r"^(?P<clip>.+)_speaker(?P<speaker>[12])$")
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,7 @@ def evaluate(
         scaled_means=scale_for_publication(means),
         undefined=undefined,
         n_files=len(results),
-        n_clips=len({_SPEAKER_NAME.match(r.name)["clip"] for r in results}),
+        n_clips=len({split_speaker_name(r.name)[0] for r in results}),
         n_left_out=n_left_out,
         sklearn_version=sklearn.__version__,
         notes=tuple(notes),
@@ -208,13 +206,13 @@ def _pair_with_ground_truth(
     pairs = []
     for name in sorted(by_name):
         path = by_name[name]
-        match = _SPEAKER_NAME.match(name)
-        if not match:
+        parsed = split_speaker_name(name)
+        if parsed is None:
             remark(f"{path}: left out, the name does not end in _speaker1/_speaker2")
             continue
-        partner_speaker = 3 - int(match["speaker"])
+        clip, speaker = parsed
         truth = ground_truth / f"{name}.npz"
-        partner = ground_truth / f"{match['clip']}_speaker{partner_speaker}.npz"
+        partner = ground_truth / f"{clip}_speaker{3 - speaker}.npz"
         if not truth.is_file():
             remark(f"{path}: left out, no ground truth {truth}")
         elif not partner.is_file():
@@ -259,7 +257,8 @@ def load_prediction(
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise MotionFileError(
-            f"not a readable .npy file ({_first_line(error)})", path
+            f"not a readable .npy file ({first_line(error) or type(error).__name__})",
+            path,
         ) from None
     if not isinstance(array, np.ndarray):  # a renamed NPZ archive loads as NpzFile
         array.close()
@@ -275,11 +274,6 @@ def load_prediction(
     if not np.all(np.isfinite(array)):
         raise MotionFileError("holds NaN or infinite values", path)
     return array.astype(np.float32)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _summary_notes(results: list[FileResult]) -> list[str]:

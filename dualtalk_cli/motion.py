@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from dualtalk_cli.errors import MotionFileError
+from dualtalk_cli.errors import MotionFileError, first_line
 
 FORMAT_VERSION = 1
 N_EXPRESSION = 50  # FLAME 2020 expression coefficients used by DualTalk
@@ -52,6 +53,8 @@ NETWORK_CHANNELS: tuple[str, ...] = (
 )  # fmt: skip
 
 _DATASET_KEYS = ("exp", "pose")
+# The DualTalk dataset names each speaker's files <clip>_speaker1 / <clip>_speaker2.
+_SPEAKER_NAME = re.compile(r"^(?P<clip>.+)_speaker(?P<speaker>[12])$")
 _EXTRA_KEYS = ("eyes", "eyelids", "arkit", "speaking")
 
 
@@ -298,8 +301,13 @@ def _reorder_arkit(weights: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    return first_line(error) or type(error).__name__
+
+
+def split_speaker_name(stem: str) -> tuple[str, int] | None:
+    """("clip", 1) for the dataset's ``clip_speaker1``; None for any other name."""
+    match = _SPEAKER_NAME.match(stem)
+    return (match["clip"], int(match["speaker"])) if match else None
 
 
 def load_identity(path: str | os.PathLike) -> np.ndarray:

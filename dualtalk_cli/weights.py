@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dualtalk_cli.errors import DualtalkError
+from dualtalk_cli.errors import DualtalkError, first_line
 
 REPO_ID = "ZiqiaoPeng/DualTalk"  # Hugging Face repository of the released model
 CHECKPOINT = "DualTalk.pth"
@@ -53,11 +53,7 @@ def download_checkpoint(folder: str | os.PathLike | None = None) -> Path:
             f"cannot download {REPO_ID}/{CHECKPOINT}: HF_HUB_OFFLINE is set"
         ) from None
     except Exception as error:  # network stacks raise many types (httpx, OSError)
-        reason = (
-            str(error).strip().splitlines()[0]
-            if str(error).strip()
-            else type(error).__name__
-        )
+        reason = first_line(error) or type(error).__name__
         raise DownloadError(
             f"cannot download {REPO_ID}/{CHECKPOINT} (no network?): {reason}"
         ) from None

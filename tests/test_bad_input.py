@@ -147,19 +147,16 @@ def test_disk_full_while_writing(dialogue, tmp_path):
     assert not (out / "a").exists() or len(list((out / "a").iterdir())) == 100
 
 
-def test_npz_without_exp(tmp_path):
+@pytest.mark.parametrize("missing", ["exp", "pose"])
+def test_npz_without_a_dataset_key(tmp_path, missing):
     bad = tmp_path / "bad.npz"
-    np.savez(bad, pose=np.zeros((10, 6), np.float32))
+    arrays = {
+        "exp": np.zeros((10, 50), np.float32),
+        "pose": np.zeros((10, 6), np.float32),
+    }
+    np.savez(bad, **{key: value for key, value in arrays.items() if key != missing})
     result = run_cli("render", bad, "-o", tmp_path / "v.mp4")
-    assert_one_line_error(result, str(bad), "'exp'")
-    assert not (tmp_path / "v.mp4").exists()
-
-
-def test_npz_without_pose(tmp_path):
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, exp=np.zeros((10, 50), np.float32))
-    result = run_cli("render", bad, "-o", tmp_path / "v.mp4")
-    assert_one_line_error(result, str(bad), "'pose'")
+    assert_one_line_error(result, str(bad), f"'{missing}'")
     assert not (tmp_path / "v.mp4").exists()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dualtalk_cli.engines.base import Engine
-from dualtalk_cli.errors import EngineUnavailable
+from dualtalk_cli.errors import EngineUnavailable, first_line
 from dualtalk_cli.motion import ARKIT_INDEX, Motion
 from dualtalk_cli.weights import CHECKPOINT, REPO_WEIGHTS, WEIGHTS_ENV
 
@@ -91,7 +91,7 @@ def load_model(path: Path, device: str = "cpu", config: Any = None) -> Any:
         pickle.UnpicklingError,
         zipfile.BadZipFile,
     ) as error:
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+        reason = first_line(error)[:120]
         raise EngineUnavailable(
             f"not a complete PyTorch checkpoint ({reason}); a truncated download? "
             "run 'dualtalk download' again",
