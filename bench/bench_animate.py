@@ -59,8 +59,11 @@ def stage_times(
     from dualtalk_cli.audio import load_conversation, n_frames_for, stereo
     from dualtalk_cli.engines import load_engine
     from dualtalk_cli.heads import load_head
+    from dualtalk_cli.motion import Conversation
+    from dualtalk_cli.options import OutputOptions
+    from dualtalk_cli.outputs import OutputPlan
     from dualtalk_cli.render import Renderer
-    from dualtalk_cli.writers import Conversation, Mp4Writer, NpzWriter, ObjWriter
+    from dualtalk_cli.writers import Mp4Writer, NpzWriter, ObjWriter
 
     folder.mkdir(parents=True, exist_ok=True)
     times = {}
@@ -69,14 +72,16 @@ def stage_times(
     n_frames = n_frames_for(len(a))
     motions, times["engine"] = timed(engine.animate, a, b, n_frames=n_frames)
     head = load_head("builtin")
-    conversation = Conversation(("a", "b"), motions, stereo(a, b))
-    _, times["npz"] = timed(NpzWriter(folder, overwrite=True).write, conversation)
+    conversation = Conversation(motions, stereo(a, b))
+    plan = OutputPlan(folder, ("a", "b"), "a_b", ("npz", "obj", "mp4"))
+    options = OutputOptions(size=size, overwrite=True)
+    _, times["npz"] = timed(NpzWriter(plan, options).write, conversation)
     _, times["vertices"] = timed(
         lambda: [sum(len(c) for c in head.iter_vertices(m)) for m in motions]
     )
     if not heavy:
         return times
-    _, times["obj"] = timed(ObjWriter(folder, overwrite=True).write, conversation, head)
+    _, times["obj"] = timed(ObjWriter(plan, options).write, conversation, head)
 
     def render_only() -> None:
         faces, rest = [head.faces] * 2, [head.rest_vertices] * 2
@@ -87,7 +92,7 @@ def stage_times(
                     r.draw([chunks[0][i], chunks[1][i]])
 
     _, times["render"] = timed(render_only)
-    mp4 = Mp4Writer(folder, overwrite=True, size=size)
+    mp4 = Mp4Writer(plan, options)
     _, times["render+encode"] = timed(mp4.write, conversation, head)
     return times
 

@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from bench_animate import make_conversation, whole_run  # noqa: E402
+from bench_animate import make_conversation, whole_run  # bench/ is on the path
 
 
 def random_checkpoint(path: Path) -> Path:
@@ -45,24 +42,25 @@ def random_checkpoint(path: Path) -> Path:
 def engine_stages(weights: Path, path_a: Path, path_b: Path, passes: int) -> dict:
     import torch
 
-    from dualtalk_cli.audio import load_conversation
+    from dualtalk_cli.audio import load_conversation, n_frames_for
     from dualtalk_cli.engines.dualtalk import DualTalkEngine
     from dualtalk_cli.engines.dualtalk_model import normalise_audio
+    from dualtalk_cli.motion import N_NETWORK
 
     times = {}
     start = time.perf_counter()
     engine = DualTalkEngine(weights=weights, passes=passes, device="cpu")
     times["load"] = time.perf_counter() - start
     a, b = load_conversation(path_a, path_b)
-    n_frames = -(-len(a) // 640)
+    n_frames = n_frames_for(len(a))
     with torch.inference_mode():
         start = time.perf_counter()
-        na, nb = normalise_audio(a).numpy(), normalise_audio(b).numpy()
-        encoded = [engine.encode(k, x, n_frames) for x in (na, nb) for k in (1, 2)]
+        na, nb = normalise_audio(a)[None], normalise_audio(b)[None]
+        a_target, b_partner = engine.model.encode_audio(na, nb, engine.window)
+        b_target, a_partner = engine.model.encode_audio(nb, na, engine.window)
         times["encode x4"] = time.perf_counter() - start
-        a_target, a_partner, b_target, b_partner = encoded
         start = time.perf_counter()
-        motion_b = torch.zeros(1, n_frames, 56)
+        motion_b = torch.zeros(1, n_frames, N_NETWORK)
         for _ in range(passes):
             motion_a = engine.model(a_target, b_partner, motion_b)
             motion_b = engine.model(b_target, a_partner, motion_a)
@@ -80,11 +78,9 @@ def engine_stages(weights: Path, path_a: Path, path_b: Path, passes: int) -> dic
             previous = (motion_a, motion_b)
         # Whole-clip encoding of long audio is what windows avoid: compare on
         # clips of up to a minute only.
-        if engine.window_frames < n_frames <= 1500:
+        if engine.window.frames < n_frames <= 1500:
             # Windowed against whole-clip encoding of the same audio.
-            whole_engine = DualTalkEngine(weights=weights, device="cpu")
-            whole_engine.window_frames = n_frames
-            whole = whole_engine.encode(1, na, n_frames)
+            whole = engine.model.joint_encoder.audio_encoder1(na, n_frames)
             windowed = a_target
             times["window diff"] = float(
                 (windowed - whole).abs().mean() / whole.abs().mean()

@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
-from bench_animate import make_conversation  # noqa: E402
+from bench_animate import make_conversation  # bench/ is on the path when run
 
-from conftest import write_synthetic_flame  # noqa: E402  (the tests' model)
+from dualtalk_cli.testing import write_synthetic_flame  # the tests' model
 
 
 def main() -> None:

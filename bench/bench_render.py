@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import dualtalk_cli.render as render  # noqa: E402  (a module, not the API's render())
-from dualtalk_cli.video import VideoWriter  # noqa: E402
+import dualtalk_cli.render as render  # a module, not the API's render()
+from dualtalk_cli.video import VideoWriter
 
 
 def load_mesh(kind: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray | None]:

@@ -1,302 +1,300 @@
-"""The main job: audio of a conversation in; motion, meshes and video of both out."""
+"""The main job: a conversation's audio in; both speakers' motion, meshes and video out.
+
+As whisper's ``transcribe`` returns a result that its CLI then writes,
+``compute_motion`` returns both speakers' motion and writes nothing, and
+``animate`` plans the outputs, computes, then writes. ``Animator`` holds an
+engine and a head loaded once, so a batch pays for them once.
+"""
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from dualtalk_cli.audio import FPS, load_conversation, n_frames_for, stereo
-from dualtalk_cli.engines import ENGINES, Engine, load_engine
-from dualtalk_cli.errors import OutputError
-from dualtalk_cli.heads import Head, load_head
-from dualtalk_cli.motion import Motion, load_identity
-from dualtalk_cli.writers import (
-    Cancelled,
-    Conversation,
-    Mp4Writer,
-    ObjWriter,
-    Progress,
-    Writer,
-    get_writers,
+from dualtalk_cli.audio import (
+    FPS,
+    SAMPLE_RATE,
+    load_conversation,
+    n_frames_for,
+    stereo,
 )
+from dualtalk_cli.engines import ENGINES, Engine, load_engine
+from dualtalk_cli.errors import EngineUnavailable, OptionError, OutputError
+from dualtalk_cli.heads import Head, load_head
+from dualtalk_cli.motion import Conversation, Motion, load_identity, load_motion
+from dualtalk_cli.options import (
+    DEFAULT_FORMATS,
+    ComputeOptions,
+    EngineOptions,
+    HeadOptions,
+    OutputOptions,
+    PathLike,
+    needs_head,
+    refuse_unused,
+    unused_with_partner,
+)
+from dualtalk_cli.outputs import OutputPlan
+from dualtalk_cli.writers import Progress, write_outputs
 
-DEFAULT_FORMATS = ("npz", "obj", "mp4")
+Notify = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class AnimateResult:
+    """What ``animate`` computed and the files it wrote."""
+
     conversation: Conversation
     outputs: list[Path]
-    engine: str
-    head: str
-    notes: list[str]
-
-
-def output_names(
-    path_a: str | os.PathLike, path_b: str | os.PathLike | None
-) -> tuple[tuple[str, str], str]:
-    """Output stems per speaker and the video's stem, from the input file names."""
-    stem_a = Path(path_a).stem
-    if path_b is None:
-        return (f"{stem_a}_speaker1", f"{stem_a}_speaker2"), stem_a
-    stem_b = Path(path_b).stem
-    if stem_a == stem_b:
-        stem_a, stem_b = f"{stem_a}_A", f"{stem_b}_B"
-    return (stem_a, stem_b), f"{stem_a}_{stem_b}"
 
 
 @dataclass(frozen=True)
-class HeadOptions:
-    """Which head to show and what it needs: ``head`` is auto, builtin or flame."""
+class Animator:
+    """An engine, and the head that shows its motion (None: no meshes needed)."""
 
-    head: str = "auto"
-    flame: str | os.PathLike | None = None  # the user's FLAME model file
-    flame_eyelids: str | os.PathLike | None = None  # optional (2, 5023, 3) blendshapes
+    engine: Engine
+    head: Head | None
+    description: str  # "engine X (why auto passed over Y); head Z", for the user
 
-    def load(self) -> Head:
-        # An explicit FLAME file means the FLAME head: never fall back silently.
-        name = "flame" if self.head == "auto" and self.flame else self.head
-        return load_head(name, flame=self.flame, flame_eyelids=self.flame_eyelids)
+    @classmethod
+    def load(cls, engine: EngineOptions, head: HeadOptions | None) -> Animator:
+        """Load the engine, and the head unless ``head`` is None."""
+        the_engine = load_engine(engine)
+        the_head = None if head is None else load_head(head)
+        return cls(the_engine, the_head, describe_setup(engine, the_engine, the_head))
+
+
+def describe_setup(
+    requested: EngineOptions, engine: Engine | str, head: Head | None
+) -> str:
+    """ "engine X (why auto passed over Y); head Z": what a run will use."""
+    name = engine if isinstance(engine, str) else engine.name
+    why = ""
+    if requested.name == "auto":
+        skipped = ENGINES.passed_over(name, **requested.settings())
+        why = "".join(f" ({other} not used: {reason})" for other, reason in skipped)
+    return f"engine {name}{why}; head {_describe(head)}"
+
+
+def compute_motion(
+    audio_a: PathLike,
+    audio_b: PathLike | None = None,
+    options: ComputeOptions = ComputeOptions(),
+    engine: Engine | None = None,
+) -> Conversation:
+    """Both speakers' motion for a conversation; reads its inputs, writes nothing.
+
+    ``audio_b`` None means ``audio_a`` is one stereo file (left channel = A).
+    ``engine``: one loaded already; else the one ``options.engine`` names.
+    """
+    identities, tracks = _read_inputs((audio_a, audio_b), options)
+    engine = engine or load_engine(options.engine)
+    return _run_engine(engine, tracks, options, identities)
 
 
 def animate(
-    audio_a: str | os.PathLike,
-    audio_b: str | os.PathLike | None = None,
+    audio_a: PathLike,
+    audio_b: PathLike | None = None,
     *,
-    out_dir: str | os.PathLike,
-    engine: str | Engine = "auto",
-    engine_options: Mapping[str, Any] | None = None,
-    head: HeadOptions | str | Head = "auto",
-    formats: Sequence[str] = DEFAULT_FORMATS,
-    seed: int = 0,
-    frames_per_second: float = FPS,
-    size: int = 512,
-    shapes: Sequence[str | os.PathLike | None] = (None, None),
-    overwrite: bool = False,
+    out_dir: PathLike,
+    compute: ComputeOptions = ComputeOptions(),
+    output: OutputOptions = OutputOptions(),
+    animator: Animator | None = None,
     progress: Progress | None = None,
-    notify: Callable[[str], None] | None = None,
+    notify: Notify | None = None,
 ) -> AnimateResult:
-    """Animate both speakers of a conversation and write ``formats`` into ``out_dir``.
+    """Animate both speakers of a conversation and write their outputs into ``out_dir``.
 
-    ``audio_b`` None means ``audio_a`` is one stereo file (channel 1 = speaker A).
-    ``shapes`` gives each speaker's identity file (NPZ or .npy; None: the mean
-    face). ``notify`` receives one-line remarks for the user; ``progress`` gets
-    (stage, done, total) as work advances. ``engine`` and ``head`` may be loaded
-    already (see ``load_engine_and_head``), so a batch pays for them once.
+    ``audio_b`` None means ``audio_a`` is one stereo file (left channel = A).
+    ``animator``: an engine and head loaded already (a batch loads them once).
+    ``notify`` receives one-line remarks; ``progress`` (stage, done, total).
     """
-    names, video_name = output_names(audio_a, audio_b)
-    # Check every output before any work, so a clash fails in a second, not minutes.
-    planned = Conversation(names=names, motions=(), video_name=video_name)
-    writers = get_writers(list(formats), out_dir, overwrite=overwrite, size=size)
-    prepare_output_dir(out_dir, writers, planned)
+    formats = output.chosen_formats(DEFAULT_FORMATS)
+    output.check_used(formats)
+    plan = OutputPlan.for_audio(out_dir, (audio_a, audio_b), formats)
+    # Every check before any work, so a clash fails in a second, not minutes.
+    plan.prepare(output.overwrite)
     if "mp4" in formats:
         from dualtalk_cli.render import check_renderer
 
         check_renderer()
-    identities = [None if path is None else load_identity(path) for path in shapes]
-    track_a, track_b = load_conversation(audio_a, audio_b)
+    if animator is not None and animator.head is None and needs_head(formats):
+        raise OptionError("the animator has no head, and meshes or video are asked")
+    identities, tracks = _read_inputs((audio_a, audio_b), compute)
     if progress:
         progress("audio", 1, 1)
-    if isinstance(engine, Engine):
-        the_engine, the_head = engine, None
-        if {"obj", "mp4"} & set(formats):
-            the_head = head if isinstance(head, Head) else _head_options(head).load()
-    else:
-        the_engine, the_head, setup = load_engine_and_head(
-            engine, engine_options, head, formats
+    loaded_here = animator is None
+    if animator is None:
+        animator = Animator.load(
+            compute.engine, output.head if needs_head(formats) else None
         )
         # Every input is checked by now, so an error stays the only line printed.
-        _say(notify, setup)
-
-    n_frames = n_frames_for(len(track_a), frames_per_second)
-    motions = the_engine.animate(
-        track_a,
-        track_b,
-        n_frames=n_frames,
-        frames_per_second=frames_per_second,
-        seed=seed,
-    )
-    motions = tuple(
-        motion if identity is None else motion.with_shape(identity)
-        for motion, identity in zip(motions, identities)
-    )
-    engine_name = the_engine.name
-    # A network holds gigabytes that rendering does not need: let them go first.
-    del the_engine
+        _say(notify, animator.description)
+    head = animator.head
+    conversation = _run_engine(animator.engine, tracks, compute, identities)
+    if "mp4" in formats:
+        conversation = replace(conversation, audio=stereo(*tracks))
+    del tracks  # the stereo copy is all the video needs
+    if loaded_here:
+        del animator  # a network holds gigabytes that rendering does not need
     _release_memory()
     if progress:
         progress("engine", 1, 1)
-    conversation = Conversation(
-        names=names,
-        motions=motions,
-        audio=stereo(track_a, track_b) if "mp4" in formats else None,
-        video_name=video_name,
-    )
-    del track_a, track_b  # the stereo copy is all the video needs
-    notes = _notes(the_head, motions)
-    for note in notes:
-        _say(notify, note)
-    outputs = run_writers(writers, conversation, the_head, progress)
-    return AnimateResult(
-        conversation=conversation,
-        outputs=outputs,
-        engine=engine_name,
-        head=the_head.name if the_head else "none",
-        notes=notes,
-    )
-
-
-def load_engine_and_head(
-    engine: str = "auto",
-    engine_options: Mapping[str, Any] | None = None,
-    head: HeadOptions | str | Head = "auto",
-    formats: Sequence[str] = DEFAULT_FORMATS,
-) -> tuple[Engine, Head | None, str]:
-    """The engine, the head (None when no format needs meshes) and a line saying
-    which were chosen, and why "auto" passed over a preferred engine."""
-    engine_options = dict(engine_options or {})
-    the_engine = load_engine(engine, **engine_options)
-    the_head = None
-    if {"obj", "mp4"} & set(formats):
-        the_head = head if isinstance(head, Head) else _head_options(head).load()
-    return (
-        the_engine,
-        the_head,
-        describe_setup(engine, the_engine.name, the_head, engine_options),
-    )
-
-
-def describe_setup(
-    requested: str,
-    engine_name: str,
-    head: Head | None,
-    engine_options: Mapping[str, Any] | None = None,
-) -> str:
-    """ "engine X (why auto passed over Y); head Z": what a run will use."""
-    why = ""
-    if requested == "auto":
-        skipped = ENGINES.passed_over(engine_name, **dict(engine_options or {}))
-        why = "".join(f" ({name} not used: {reason})" for name, reason in skipped)
-    return f"engine {engine_name}{why}; head {_describe(head)}"
+    _say_notes(head, conversation.motions, notify)
+    outputs = write_outputs(plan, output, conversation, head, progress)
+    return AnimateResult(conversation, outputs)
 
 
 def animate_with_partner(
-    audio_a: str | os.PathLike,
-    audio_b: str | os.PathLike,
-    partner_motion: str | os.PathLike,
+    audio: tuple[PathLike, PathLike],
+    partner_motion: PathLike,
     *,
-    out_dir: str | os.PathLike,
+    out_dir: PathLike,
+    compute: ComputeOptions = ComputeOptions(),
+    output: OutputOptions = OutputOptions(),
     engine: Engine | None = None,
-    engine_options: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    overwrite: bool = False,
-    notify: Callable[[str], None] | None = None,
+    notify: Notify | None = None,
 ) -> Path:
-    """A's NPZ from both tracks and B's known motion (the published demo's mode).
+    """A's NPZ from both tracks ``audio`` = (A, B) and B's known motion.
 
-    ``engine``: a DualTalk engine loaded already; else one is loaded here.
+    The published demo's mode, and the paper's test protocol. ``engine``: one
+    that follows a partner's motion, loaded already; else ``compute.engine``.
+    Options this mode cannot honour (``unused_with_partner``) are refused.
     """
-    from dualtalk_cli.motion import load_motion
-
-    (name_a, _), _ = output_names(audio_a, audio_b)
-    writer = get_writers(["npz"], out_dir, overwrite=overwrite)[0]
-    prepare_output_dir(out_dir, [writer], Conversation(names=(name_a,), motions=()))
-    partner = load_motion(partner_motion)
-    track_a, track_b = load_conversation(audio_a, audio_b)
-    the_engine = engine or load_engine("dualtalk", **dict(engine_options or {}))
+    refuse_unused("--partner-motion", unused_with_partner(compute, output))
     if engine is None:
-        _say(notify, f"engine {the_engine.name}, partner motion from {partner_motion}")
-    motion = the_engine.animate_with_partner(
-        track_a,
-        track_b,
-        partner,
-        n_frames=n_frames_for(len(track_a), partner.frames_per_second),
-        frames_per_second=partner.frames_per_second,
-        seed=seed,
-    )
-    conversation = Conversation(names=(name_a,), motions=(motion,))
-    return writer.write(conversation)[0]
+        check_follows_partner(compute.engine, "--partner-motion")
+    plan = OutputPlan.for_audio(out_dir, audio, ("npz",))
+    plan = replace(plan, stems=plan.stems[:1])
+    plan.prepare(output.overwrite)
+    (identity, _), (track_a, track_b) = _read_inputs(audio, compute)
+    partner = load_motion(partner_motion)
+    if engine is None:
+        engine = load_engine(compute.engine)
+        _say(notify, f"engine {engine.name}, partner motion from {partner_motion}")
+    motion = engine.animate_with_partner(track_a, track_b, partner, seed=compute.seed)
+    if identity is not None:
+        motion = motion.with_shape(identity)
+    return write_outputs(plan, output, Conversation((motion,)), None)[0]
+
+
+def check_follows_partner(options: EngineOptions, mode: str) -> None:
+    """Fail, before loading anything, if the engine cannot follow a partner."""
+    name, why = options.name, ""
+    if name == "auto":
+        name = ENGINES.resolve(name, **options.settings())
+        skipped = ENGINES.passed_over(name, **options.settings())
+        why = "".join(f" ({other} not used: {reason})" for other, reason in skipped)
+    if not ENGINES.implementation(name).follows_partner:
+        raise EngineUnavailable(
+            f"{mode} needs the DualTalk network (an engine that follows a "
+            f"partner's known motion); this run would use {name}{why}"
+        )
 
 
 def render_video(
-    motion_paths: Sequence[str | os.PathLike],
-    out_path: str | os.PathLike,
+    motion_paths: Sequence[PathLike],
+    out_path: PathLike,
     *,
-    audio_paths: Sequence[str | os.PathLike] = (),
-    head: HeadOptions | str = "auto",
-    size: int = 512,
-    shapes: Sequence[str | os.PathLike | None] = (),
-    obj: bool = False,
-    overwrite: bool = False,
+    audio_paths: Sequence[PathLike] = (),
+    shapes: Sequence[PathLike | None] = (),
+    output: OutputOptions = OutputOptions(),
     progress: Progress | None = None,
-    notify: Callable[[str], None] | None = None,
+    notify: Notify | None = None,
 ) -> list[Path]:
     """A video of one head, or two side by side, from NPZ files (ours or DualTalk's).
 
-    With ``obj`` the meshes go beside the video too, one folder per file.
-    ``shapes`` replaces each file's identity (NPZ or .npy), in file order.
+    ``output.formats`` may add "obj": the meshes go beside the video, one folder
+    per file. ``shapes`` replaces each file's identity (NPZ or .npy), in order.
     """
-    from dualtalk_cli.audio import load_audio, pad_to_same_length
-    from dualtalk_cli.motion import load_motion
-
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise OutputError("the video must end in .mp4", out_path)
-    names = tuple(Path(p).stem for p in motion_paths)
-    formats = ["obj", "mp4"] if obj else ["mp4"]
-    writers = get_writers(formats, out_path.parent, overwrite=overwrite, size=size)
-    planned = Conversation(names=names, motions=(), video_name=out_path.stem)
-    prepare_output_dir(out_path.parent, writers, planned)
+    formats = output.chosen_formats(("mp4",))
+    if "mp4" not in formats or "npz" in formats:
+        raise OutputError("render writes the video, and OBJ meshes beside it")
+    stems = tuple(Path(path).stem for path in motion_paths)
+    plan = OutputPlan(out_path.parent, stems, out_path.stem, formats)
+    plan.prepare(output.overwrite)
     from dualtalk_cli.render import check_renderer
 
     check_renderer()
+    if any(path is not None for path in shapes[len(motion_paths) :]):
+        raise OptionError("an identity was given for a head that is not rendered")
     motions = [load_motion(path) for path in motion_paths]
     for index, path in enumerate(shapes):
-        if path is not None and index < len(motions):
+        if path is not None:
             motions[index] = motions[index].with_shape(load_identity(path))
     rates = {motion.frames_per_second for motion in motions}
     if len(rates) > 1:
         raise OutputError(f"the parameter files differ in fps ({sorted(rates)})")
     motions = pad_motions(motions)
-    audio = None
-    if audio_paths:
-        tracks = pad_to_same_length(*[load_audio(path) for path in audio_paths])
-        seconds = motions[0].n_frames / motions[0].frames_per_second
-        length = round(seconds * 16000)
-        tracks = [np.pad(t, (0, max(0, length - len(t))))[:length] for t in tracks]
-        audio = stereo(tracks[0], tracks[1] if len(tracks) > 1 else tracks[0])
-    the_head = _head_options(head).load()
-    _say(notify, f"head {_describe(the_head)}")
-    for note in _notes(the_head, motions):
-        _say(notify, note)
-    conversation = Conversation(
-        names=names, motions=tuple(motions), audio=audio, video_name=out_path.stem
+    audio = _video_audio(audio_paths, motions[0]) if audio_paths else None
+    head = load_head(output.head)
+    _say(notify, f"head {_describe(head)}")
+    _say_notes(head, motions, notify)
+    conversation = Conversation(tuple(motions), audio)
+    return write_outputs(plan, output, conversation, head, progress)
+
+
+def _video_audio(paths: Sequence[PathLike], motion: Motion) -> np.ndarray:
+    """(N, 2) audio as long as ``motion``: one file on both channels, or A and B."""
+    from dualtalk_cli.audio import load_audio, pad_to_same_length
+
+    tracks = pad_to_same_length(*[load_audio(path) for path in paths])
+    length = round(motion.seconds * SAMPLE_RATE)
+    tracks = [np.pad(t, (0, max(0, length - len(t))))[:length] for t in tracks]
+    return stereo(tracks[0], tracks[-1])
+
+
+def _run_engine(
+    engine: Engine,
+    tracks: tuple[np.ndarray, np.ndarray],
+    options: ComputeOptions,
+    identities: tuple[np.ndarray | None, ...],
+) -> Conversation:
+    """Both motions from ``tracks``, with each speaker's identity applied."""
+    fps = float(options.frames_per_second or FPS)
+    motions = engine.animate(
+        *tracks,
+        n_frames=n_frames_for(len(tracks[0]), fps),
+        frames_per_second=fps,
+        seed=options.seed,
     )
-    return run_writers(writers, conversation, the_head, progress)
+    return Conversation(
+        tuple(
+            motion if identity is None else motion.with_shape(identity)
+            for motion, identity in zip(motions, identities)
+        )
+    )
 
 
-def _head_options(head: HeadOptions | str) -> HeadOptions:
-    return head if isinstance(head, HeadOptions) else HeadOptions(head=head)
+def _read_inputs(
+    audio: tuple[PathLike, PathLike | None], options: ComputeOptions
+) -> tuple[tuple[np.ndarray | None, ...], tuple[np.ndarray, np.ndarray]]:
+    """Each speaker's identity (None: the mean face), then both audio tracks."""
+    identities = tuple(
+        None if path is None else load_identity(path) for path in options.shapes
+    )
+    return identities, load_conversation(*audio)
 
 
 def _describe(head: Head | None) -> str:
     return "none" if head is None else head.description
 
 
-def _notes(head: Head | None, motions: Sequence[Motion]) -> list[str]:
+def _say_notes(head: Head | None, motions: Sequence[Motion], notify: Notify | None):
     """What ``head`` cannot show, said once per run rather than once per speaker."""
     if head is None:
-        return []
-    return next((found for motion in motions if (found := head.notes(motion))), [])
+        return
+    notes = next((found for motion in motions if (found := head.notes(motion))), [])
+    for note in notes:
+        _say(notify, note)
 
 
-def _say(notify: Callable[[str], None] | None, message: str) -> None:
+def _say(notify: Notify | None, message: str) -> None:
     if notify:
         notify(message)
 
@@ -316,65 +314,6 @@ def pad_motions(motions: list[Motion]) -> list[Motion]:
             motion = replace(motion, **fields)
         padded.append(motion)
     return padded
-
-
-def prepare_output_dir(
-    out_dir: str | os.PathLike, writers: list[Writer], conversation: Conversation
-) -> None:
-    """Create ``out_dir`` and fail early if it is unusable or an output exists."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError("is a file, not a folder for the outputs", out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create folder ({error.strerror})", out_dir) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise OutputError("is not writable", out_dir)
-    for writer in writers:
-        writer.check(conversation)
-
-
-def run_writers(
-    writers: list[Writer],
-    conversation: Conversation,
-    head: Head | None,
-    progress: Progress | None = None,
-) -> list[Path]:
-    """Run the writers in order; OBJ writing overlaps rendering in a thread."""
-    overlap = any(isinstance(writer, Mp4Writer) for writer in writers)
-    cancelled = threading.Event()
-    outputs: dict[Writer, list[Path]] = {}
-    errors: list[BaseException] = []
-
-    def write_in_background(writer: Writer) -> None:
-        try:
-            outputs[writer] = writer.write(conversation, head, progress, cancelled)
-        except BaseException as error:  # re-raised in the calling thread below
-            errors.append(error)
-            cancelled.set()
-
-    threads: list[threading.Thread] = []
-    try:
-        for writer in writers:
-            if overlap and isinstance(writer, ObjWriter):
-                thread = threading.Thread(target=write_in_background, args=(writer,))
-                thread.start()
-                threads.append(thread)
-            else:
-                outputs[writer] = writer.write(conversation, head, progress, cancelled)
-    except Cancelled:
-        pass  # a background writer failed; its error is raised below
-    except BaseException:
-        cancelled.set()
-        raise
-    finally:
-        for thread in threads:
-            thread.join()
-    for error in errors:
-        if not isinstance(error, Cancelled):
-            raise error
-    return [path for writer in writers for path in outputs.get(writer, [])]
 
 
 def _release_memory() -> None:

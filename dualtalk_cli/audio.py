@@ -13,12 +13,17 @@ import numpy as np
 from dualtalk_cli.errors import AudioError
 
 SAMPLE_RATE = 16000  # Hz, what wav2vec 2.0 and the engines take
-FPS = 25  # frames per second of the DualTalk dataset
+FPS = 25  # frames per second of the DualTalk dataset and its network
+FPS_RANGE = (1.0, 120.0)  # frame rates the tool animates at
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples of audio per motion frame
 MIN_SECONDS = 0.2  # shorter audio holds too little to animate
 
 
 def n_frames_for(n_samples: int, frames_per_second: float = FPS) -> int:
-    """Frame count ``ceil(seconds * fps)`` for ``n_samples`` at SAMPLE_RATE."""
+    """Frame count ``ceil(seconds * fps)`` for ``n_samples`` at SAMPLE_RATE.
+
+    The one frame-count rule of the tool: at 25 fps it is ceil(N / 640).
+    """
     # Exact rational arithmetic: float rounding must not add or drop a frame.
     fps = Fraction(str(frames_per_second))
     return math.ceil(Fraction(n_samples) * fps / SAMPLE_RATE)

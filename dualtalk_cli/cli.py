@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from dualtalk_cli.errors import DualtalkError, first_line
+from dualtalk_cli.errors import DualtalkError, OptionError, first_line
+from dualtalk_cli.options import (
+    DEFAULT_FORMATS,
+    ComputeOptions,
+    EngineOptions,
+    HeadOptions,
+    OutputOptions,
+)
 from dualtalk_cli.version import __version__
 
 app = typer.Typer(
@@ -89,11 +99,15 @@ DeviceOpt = Annotated[
     typer.Option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if any]."),
 ]
 PassesOpt = Annotated[
-    int, typer.Option("--passes", min=1, max=10, help="DualTalk: alternating passes.")
+    int | None,
+    typer.Option(
+        "--passes", min=1, max=10, help="DualTalk: alternating passes [default: 2]."
+    ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of blinks, gaze and sway.")]
 FpsOpt = Annotated[
-    float, typer.Option("--fps", min=1.0, max=120.0, help="Frames per second.")
+    float | None,
+    typer.Option("--fps", min=1.0, max=120.0, help="Frames per second [default: 25]."),
 ]
 NoObjOpt = Annotated[
     bool, typer.Option("--no-obj", help="Skip the OBJ mesh sequences.")
@@ -102,16 +116,20 @@ NoVideoOpt = Annotated[bool, typer.Option("--no-video", help="Skip the MP4.")]
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")]
 
 
-def _even(size: int) -> int:
-    if size % 2:
+def _even(size: int | None) -> int | None:
+    if size is not None and size % 2:
         raise typer.BadParameter("must be even (H.264 needs even frame sizes)")
     return size
 
 
 SizeOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--size", min=64, max=4096, callback=_even, help="Pixels per head, square."
+        "--size",
+        min=64,
+        max=4096,
+        callback=_even,
+        help="Pixels per head, square [default: 512].",
     ),
 ]
 
@@ -149,7 +167,94 @@ def _root(
     """Two talking, listening 3D heads from a recorded dialogue."""
 
 
+# Option groups: each builder's parameters become options of the commands that
+# use the group, and the command receives what the builder returns.
+
+
+def _engine_group(
+    engine: EngineOpt = "auto",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = None,
+    passes: PassesOpt = None,
+) -> EngineOptions:
+    return EngineOptions(engine, weights, device, passes)
+
+
+def _head_group(
+    head: HeadOpt = "auto",
+    flame: FlameOpt = None,
+    flame_eyelids: FlameEyelidsOpt = None,
+) -> HeadOptions:
+    return HeadOptions(head, flame, flame_eyelids)
+
+
+def _formats_group(no_obj: NoObjOpt = False, no_video: NoVideoOpt = False) -> Any:
+    """The formats written: None (the default) unless a format is left out."""
+    if not (no_obj or no_video):
+        return None
+    skipped = {name for name, skip in (("obj", no_obj), ("mp4", no_video)) if skip}
+    return tuple(name for name in DEFAULT_FORMATS if name not in skipped)
+
+
+def _shapes_group(shape_a: ShapeAOpt = None, shape_b: ShapeBOpt = None) -> Any:
+    return (shape_a, shape_b)
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """How a command talks: ``quiet`` prints only errors, ``debug`` tracebacks."""
+
+    quiet: bool = False
+    debug: bool = False
+
+
+def _reporting_group(quiet: QuietOpt = False, debug: DebugOpt = False) -> Reporting:
+    return Reporting(quiet, debug)
+
+
+def _with_groups(**groups: Callable[..., Any]) -> Callable[[Any], Any]:
+    """Add each group builder's parameters to a command, which then receives
+    the builder's result under the group's name (a keyword-only parameter)."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        def evaluated(function: Callable[..., Any]) -> list[inspect.Parameter]:
+            hints = get_type_hints(function, include_extras=True)
+            return [
+                parameter.replace(annotation=hints[parameter.name])
+                for parameter in inspect.signature(function).parameters.values()
+            ]
+
+        added = {name: evaluated(builder) for name, builder in groups.items()}
+        own = [p for p in evaluated(command) if p.name not in groups]
+        keyword_only = inspect.Parameter.KEYWORD_ONLY
+        assert all(p.kind != keyword_only for p in own), "keyword-only: groups only"
+
+        @functools.wraps(command)
+        def with_groups(**values: Any) -> Any:
+            given = {p.name: values[p.name] for p in own}
+            for name, builder in groups.items():
+                given[name] = builder(**{p.name: values[p.name] for p in added[name]})
+            return command(**given)
+
+        # A name used twice (by the command and a group) fails here, at import.
+        parameters = own + [p for group in added.values() for p in group]
+        with_groups.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        with_groups.__annotations__ = {p.name: p.annotation for p in parameters}
+        return with_groups
+
+    return decorate
+
+
+# What animate and batch share; animate adds the identities.
+ANIMATION_GROUPS = {
+    "engine": _engine_group,
+    "head": _head_group,
+    "formats": _formats_group,
+}
+
+
 @app.command("animate")
+@_with_groups(**ANIMATION_GROUPS, shapes=_shapes_group, reporting=_reporting_group)
 def animate_command(
     audio: Annotated[
         list[Path],
@@ -161,10 +266,6 @@ def animate_command(
         ),
     ],
     out: OutDirOpt = Path("out"),
-    engine: EngineOpt = "auto",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = None,
-    passes: PassesOpt = 2,
     partner_motion: Annotated[
         Path | None,
         typer.Option(
@@ -174,41 +275,37 @@ def animate_command(
             show_default=False,
         ),
     ] = None,
-    head: HeadOpt = "auto",
-    flame: FlameOpt = None,
-    flame_eyelids: FlameEyelidsOpt = None,
-    shape_a: ShapeAOpt = None,
-    shape_b: ShapeBOpt = None,
     seed: SeedOpt = 0,
-    fps: FpsOpt = 25.0,
-    size: SizeOpt = 512,
-    no_obj: NoObjOpt = False,
-    no_video: NoVideoOpt = False,
+    fps: FpsOpt = None,
+    size: SizeOpt = None,
     overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    *,
+    engine: EngineOptions,
+    head: HeadOptions,
+    formats: tuple[str, ...] | None,
+    shapes: tuple[Path | None, Path | None],
+    reporting: Reporting,
 ) -> None:
     """Animate both speakers: parameters (NPZ), meshes (OBJ) and a side-by-side MP4."""
     if not 1 <= len(audio) <= 2:
         raise typer.BadParameter(
             "give two audio files (A and B) or one stereo file", param_hint="AUDIO"
         )
-    formats = ["npz"] + ([] if no_obj else ["obj"]) + ([] if no_video else ["mp4"])
+    if partner_motion is not None and len(audio) != 2:
+        raise typer.BadParameter("--partner-motion needs two audio files")
 
     def run(progress, say):
-        from dualtalk_cli.animation import HeadOptions, animate, animate_with_partner
+        from dualtalk_cli.animation import animate, animate_with_partner
 
+        compute = ComputeOptions(engine, fps, seed, shapes)
+        output = OutputOptions(formats, size, head, overwrite)
         if partner_motion is not None:
-            if len(audio) != 2:
-                raise typer.BadParameter("--partner-motion needs two audio files")
             path = animate_with_partner(
-                audio[0],
-                audio[1],
+                (audio[0], audio[1]),
                 partner_motion,
                 out_dir=out,
-                engine_options={"weights": weights, "device": device},
-                seed=seed,
-                overwrite=overwrite,
+                compute=compute,
+                output=output,
                 notify=say,
             )
             say(f"wrote {path}")
@@ -217,15 +314,8 @@ def animate_command(
             audio[0],
             audio[1] if len(audio) > 1 else None,
             out_dir=out,
-            engine=engine,
-            engine_options={"weights": weights, "device": device, "passes": passes},
-            head=HeadOptions(head, flame, flame_eyelids),
-            shapes=(shape_a, shape_b),
-            formats=formats,
-            seed=seed,
-            frames_per_second=fps,
-            size=size,
-            overwrite=overwrite,
+            compute=compute,
+            output=output,
             progress=progress,
             notify=say,
         )
@@ -237,10 +327,11 @@ def animate_command(
         for path in result.outputs:
             say(f"wrote {path}")
 
-    _run(run, quiet=quiet, debug=debug)
+    _run(run, reporting)
 
 
 @app.command("render")
+@_with_groups(head=_head_group, shapes=_shapes_group, reporting=_reporting_group)
 def render_command(
     motions: Annotated[
         list[Path],
@@ -261,18 +352,15 @@ def render_command(
         Path | None,
         typer.Option("--out", "-o", help="The MP4 to write [default: beside P.npz]."),
     ] = None,
-    head: HeadOpt = "auto",
-    flame: FlameOpt = None,
-    flame_eyelids: FlameEyelidsOpt = None,
-    shape_a: ShapeAOpt = None,
-    shape_b: ShapeBOpt = None,
     obj: Annotated[
         bool, typer.Option("--obj", help="Also write OBJ meshes beside the video.")
     ] = False,
-    size: SizeOpt = 512,
+    size: SizeOpt = None,
     overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    *,
+    head: HeadOptions,
+    shapes: tuple[Path | None, Path | None],
+    reporting: Reporting,
 ) -> None:
     """Render a video from parameter files: one head, or two side by side."""
     if not 1 <= len(motions) <= 2:
@@ -282,27 +370,26 @@ def render_command(
     target = out or motions[0].with_name("_".join(p.stem for p in motions) + ".mp4")
 
     def run(progress, say):
-        from dualtalk_cli.animation import HeadOptions, render_video
+        from dualtalk_cli.animation import render_video
 
+        formats = ("obj", "mp4") if obj else None
         paths = render_video(
             motions,
             target,
             audio_paths=audio or (),
-            head=HeadOptions(head, flame, flame_eyelids),
-            shapes=(shape_a, shape_b),
-            obj=obj,
-            size=size,
-            overwrite=overwrite,
+            shapes=shapes,
+            output=OutputOptions(formats, size, head, overwrite),
             progress=progress,
             notify=say,
         )
         for path in paths:
             say(f"wrote {path}")
 
-    _run(run, quiet=quiet, debug=debug)
+    _run(run, reporting)
 
 
 @app.command("batch")
+@_with_groups(**ANIMATION_GROUPS, reporting=_reporting_group)
 def batch_command(
     source: Annotated[
         Path,
@@ -336,24 +423,18 @@ def batch_command(
             "audio). Writes NPZ only; needs the DualTalk network.",
         ),
     ] = False,
-    engine: EngineOpt = "auto",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = None,
-    passes: PassesOpt = 2,
-    head: HeadOpt = "auto",
-    flame: FlameOpt = None,
-    flame_eyelids: FlameEyelidsOpt = None,
     seed: SeedOpt = 0,
-    fps: FpsOpt = 25.0,
-    size: SizeOpt = 512,
-    no_obj: NoObjOpt = False,
-    no_video: NoVideoOpt = False,
+    fps: FpsOpt = None,
+    size: SizeOpt = None,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Redo conversations that are complete too."),
     ] = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    *,
+    engine: EngineOptions,
+    head: HeadOptions,
+    formats: tuple[str, ...] | None,
+    reporting: Reporting,
 ) -> None:
     """Animate every conversation in a folder into OUT/<clip>/, as animate would.
 
@@ -361,28 +442,22 @@ def batch_command(
     batch. Exit code: 0 all done or skipped, 3 some clips failed, 2 the batch
     could not start, 130 interrupted.
     """
-    formats = ("npz",) + (() if no_obj else ("obj",)) + (() if no_video else ("mp4",))
 
     def run(progress, say):
-        from dualtalk_cli.animation import HeadOptions
         from dualtalk_cli.batch import (
-            BatchSettings,
+            BatchOptions,
             find_clips,
             format_summary,
             run_batch,
         )
 
         clips = find_clips(source)
-        settings = BatchSettings(
-            engine=engine,
-            engine_options={"weights": weights, "device": device, "passes": passes},
-            head=HeadOptions(head, flame, flame_eyelids),
-            formats=formats,
-            seed=seed,
-            frames_per_second=fps,
-            size=size,
-            overwrite=overwrite,
+        options = BatchOptions(
+            compute=ComputeOptions(engine, fps, seed),
+            output=OutputOptions(formats, size, head, overwrite),
             given_partner=given_partner,
+            jobs=jobs,
+            debug=reporting.debug,
         )
 
         def on_event(event):
@@ -397,23 +472,18 @@ def batch_command(
                 say(f"{position}: failed: {event.message}")
 
         summary = run_batch(
-            clips,
-            out,
-            settings,
-            jobs=jobs,
-            on_event=on_event,
-            progress=progress,
-            notify=say,
-            debug=debug,
+            clips, out, options, on_event=on_event, progress=progress, notify=say
         )
         if json_lines:
             print(summary.to_json(), flush=True)
         lines = format_summary(summary)
-        for line in lines if not quiet else [ln for ln in lines if "failed:" in ln]:
+        if reporting.quiet:
+            lines = [line for line in lines if "failed:" in line]
+        for line in lines:
             print(line, file=sys.stderr)
         return summary.exit_code
 
-    _run(run, quiet=quiet, debug=debug)
+    _run(run, reporting)
 
 
 @app.command("evaluate")
@@ -467,6 +537,8 @@ def evaluate_command(
 
         if per_file is not None:  # fail now, not after minutes of scoring
             check_report_path(per_file, overwrite=overwrite)
+        elif overwrite:
+            raise OptionError("--overwrite has no effect without --per-file")
         evaluation = evaluate(predictions, ground_truth, progress=progress, notify=say)
         formatter = {"text": format_text, "json": format_json, "csv": format_csv}
         sys.stdout.write(formatter[output_format](evaluation))
@@ -474,7 +546,7 @@ def evaluate_command(
             report = format_csv(evaluation, per_file=True)
             say(f"wrote {write_report(per_file, report, overwrite=overwrite)}")
 
-    _run(run, quiet=quiet, debug=debug)
+    _run(run, Reporting(quiet, debug))
 
 
 @app.command("download")
@@ -493,7 +565,7 @@ def download_command(
 
         say(f"wrote {download_checkpoint(folder)}")
 
-    _run(run, quiet=quiet, debug=debug)
+    _run(run, Reporting(quiet, debug))
 
 
 @app.command("info")
@@ -506,20 +578,18 @@ def info_command(debug: DebugOpt = False) -> None:
         for line in collect_info():
             print(line)
 
-    _run(run, quiet=True, debug=debug)
+    _run(run, Reporting(quiet=True, debug=debug))
 
 
 def _run(
-    job: Callable[[Any, Callable[[str], None]], int | None],
-    *,
-    quiet: bool,
-    debug: bool,
+    job: Callable[[Any, Callable[[str], None]], int | None], reporting: Reporting
 ) -> None:
     """Run ``job(progress, say)`` and turn failures into one line and an exit code.
 
     ``job`` may return an exit code; SIGTERM stops it as Ctrl-C does, so the
     writers still remove their temporary files.
     """
+    quiet, debug = reporting.quiet, reporting.debug
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with _progress_reporter(not quiet and sys.stderr.isatty()) as (progress, echo):

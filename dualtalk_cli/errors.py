@@ -29,6 +29,10 @@ class MotionFileError(DualtalkError):
     """A parameter (NPZ) file is missing keys or has wrong shapes."""
 
 
+class OptionError(DualtalkError):
+    """An option that cannot be honoured, or that would have no effect."""
+
+
 class OutputError(DualtalkError):
     """An output path cannot be written, or exists without --overwrite."""
 

@@ -17,27 +17,26 @@ import io
 import json
 import math
 import os
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dualtalk_cli.errors import EvaluationError, MotionFileError, first_line
+from dualtalk_cli.arrays import NPY_KEY, read_arrays
+from dualtalk_cli.errors import EvaluationError, MotionFileError
 from dualtalk_cli.metrics import (
     GROUPS,
     HIGHER_IS_BETTER,
     METRIC_LABELS,
     METRICS,
-    N_CHANNELS,
     PUBLICATION_SCALE,
     SID_CLUSTERS,
     MetricTable,
     clip_metrics,
     scale_for_publication,
 )
-from dualtalk_cli.motion import load_motion, split_speaker_name
+from dualtalk_cli.motion import N_NETWORK, load_motion, split_speaker_name
 
 # progress(stage, done, total): called once per scored file, stage "evaluate".
 Progress = Callable[[str, int, int], None]
@@ -253,21 +252,15 @@ def load_prediction(
             )
         return motion.to_network()
 
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise MotionFileError(
-            f"not a readable .npy file ({first_line(error) or type(error).__name__})",
-            path,
-        ) from None
-    if not isinstance(array, np.ndarray):  # a renamed NPZ archive loads as NpzFile
-        array.close()
+    arrays = read_arrays(path, MotionFileError, ".npy file")
+    if NPY_KEY not in arrays:  # a renamed NPZ archive
         raise MotionFileError("is an NPZ archive, expected a .npy array", path)
+    array = arrays[NPY_KEY]
     if array.dtype.kind != "f":
         raise MotionFileError(f"holds {array.dtype} values, expected floats", path)
-    if array.ndim != 2 or array.shape[1] != N_CHANNELS or len(array) < 1:
+    if array.ndim != 2 or array.shape[1] != N_NETWORK or len(array) < 1:
         raise MotionFileError(
-            f"has shape {array.shape}, expected (T, {N_CHANNELS}) "
+            f"has shape {array.shape}, expected (T, {N_NETWORK}) "
             "[exp 50, jaw 3, neck 3]",
             path,
         )

@@ -25,13 +25,14 @@ import warnings
 
 import numpy as np
 
+from dualtalk_cli.motion import N_NETWORK
+
 # Channel groups of the [T, 56] DualTalk vector; POSE is the neck/head rotation.
 GROUPS: dict[str, slice] = {
     "EXP": slice(0, 50),
     "JAW": slice(50, 53),
     "POSE": slice(53, 56),
 }
-N_CHANNELS = 56
 
 # Metric keys in the order the paper's table lists them.
 METRICS: tuple[str, ...] = (
@@ -211,9 +212,9 @@ def clip_metrics(pred: np.ndarray, gt: np.ndarray, partner: np.ndarray) -> Metri
     is the other speaker's ground truth); they are cropped to the shortest.
     """
     for name, array in (("pred", pred), ("gt", gt), ("partner", partner)):
-        if np.ndim(array) != 2 or np.shape(array)[1] != N_CHANNELS:
+        if np.ndim(array) != 2 or np.shape(array)[1] != N_NETWORK:
             raise ValueError(
-                f"{name} has shape {np.shape(array)}, expected (T, {N_CHANNELS})"
+                f"{name} has shape {np.shape(array)}, expected (T, {N_NETWORK})"
             )
     pred, gt, partner = crop_to_shortest(
         np.asarray(pred), np.asarray(gt), np.asarray(partner)

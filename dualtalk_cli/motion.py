@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dualtalk_cli.errors import MotionFileError, first_line
+from dualtalk_cli.arrays import NPY_KEY, read_arrays
+from dualtalk_cli.audio import FPS
+from dualtalk_cli.errors import MotionFileError
 
 FORMAT_VERSION = 1
 N_EXPRESSION = 50  # FLAME 2020 expression coefficients used by DualTalk
@@ -46,12 +48,6 @@ ARKIT_NAMES: tuple[str, ...] = (
 N_ARKIT = len(ARKIT_NAMES)
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_NAMES)}
 
-# Names of the 56 channels of the network vector, in the network's order.
-NETWORK_CHANNELS: tuple[str, ...] = (
-    *(f"exp{i:02d}" for i in range(N_EXPRESSION)),
-    "jaw_x", "jaw_y", "jaw_z", "neck_x", "neck_y", "neck_z",
-)  # fmt: skip
-
 _DATASET_KEYS = ("exp", "pose")
 # The DualTalk dataset names each speaker's files <clip>_speaker1 / <clip>_speaker2.
 _SPEAKER_NAME = re.compile(r"^(?P<clip>.+)_speaker(?P<speaker>[12])$")
@@ -73,7 +69,7 @@ class Motion:
     eyelids: np.ndarray  # (T, 2) closure of [left, right] lid, 0 open .. 1 shut
     arkit: np.ndarray  # (T, 52) ARKit weights, order ARKIT_NAMES
     speaking: np.ndarray  # (T,) bool, True where this person speaks
-    frames_per_second: float = 25.0
+    frames_per_second: float = float(FPS)
     engine: str = "unknown"
     arkit_names: tuple[str, ...] = field(default=ARKIT_NAMES)
 
@@ -130,7 +126,7 @@ class Motion:
 
     @classmethod
     def neutral(
-        cls, n_frames: int, frames_per_second: float = 25.0, engine: str = "neutral"
+        cls, n_frames: int, frames_per_second: float = FPS, engine: str = "neutral"
     ) -> Motion:
         """A motionless, neutral face for ``n_frames`` frames."""
         return cls(
@@ -149,7 +145,7 @@ class Motion:
     def from_network(
         cls,
         vectors: np.ndarray,
-        frames_per_second: float = 25.0,
+        frames_per_second: float = FPS,
         engine: str = "dualtalk",
     ) -> Motion:
         """Motion from a (T, 56) DualTalk vector; the extras stay neutral."""
@@ -177,6 +173,22 @@ class Motion:
             "engine": np.array(self.engine),
             "format_version": np.array(FORMAT_VERSION, np.int32),
         }
+
+
+@dataclass(frozen=True, eq=False)
+class Conversation:
+    """Both speakers' motion (A first), with the conversation's audio for video."""
+
+    motions: tuple[Motion, ...]
+    audio: np.ndarray | None = None  # (N, 2) float32 at 16 kHz, speaker A left
+
+    @property
+    def n_frames(self) -> int:
+        return max(motion.n_frames for motion in self.motions)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.motions[0].frames_per_second
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -208,12 +220,9 @@ def load_motion(
         raise MotionFileError("file not found", path)
     if path.is_dir():
         raise MotionFileError("is a directory, not an NPZ file", path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        reason = _first_line(error)
-        raise MotionFileError(f"not a readable NPZ file ({reason})", path) from None
+    arrays = read_arrays(path, MotionFileError, "NPZ file")
+    if NPY_KEY in arrays:
+        raise MotionFileError("is a .npy array, expected an NPZ file", path)
 
     for key in _DATASET_KEYS:
         if key not in arrays:
@@ -267,7 +276,7 @@ def load_motion(
     if "arkit" in arrays and names != ARKIT_NAMES:
         values["arkit"] = _reorder_arkit(values["arkit"], names)
 
-    fps = float(arrays["fps"]) if "fps" in arrays else (frames_per_second or 25.0)
+    fps = float(arrays["fps"]) if "fps" in arrays else float(frames_per_second or FPS)
     if not np.isfinite(fps) or fps <= 0:
         raise MotionFileError(f"'fps' is {fps}, expected a positive number", path)
     engine = str(arrays["engine"]) if "engine" in arrays else "dataset"
@@ -300,10 +309,6 @@ def _reorder_arkit(weights: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def _first_line(error: BaseException) -> str:
-    return first_line(error) or type(error).__name__
-
-
 def split_speaker_name(stem: str) -> tuple[str, int] | None:
     """("clip", 1) for the dataset's ``clip_speaker1``; None for any other name."""
     match = _SPEAKER_NAME.match(stem)
@@ -316,19 +321,13 @@ def load_identity(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "file not found"
         raise MotionFileError(reason, path)
-    try:
-        if path.suffix.lower() == ".npy":
-            values = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as data:
-                if "shape" not in data.files:
-                    raise MotionFileError("has no 'shape' array", path)
-                values = data["shape"]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        reason = _first_line(error)
-        raise MotionFileError(
-            f"not a readable .npy/.npz file ({reason})", path
-        ) from None
+    arrays = read_arrays(path, MotionFileError, ".npy/.npz file")
+    if NPY_KEY in arrays:
+        values = arrays[NPY_KEY]
+    elif "shape" in arrays:
+        values = arrays["shape"]
+    else:
+        raise MotionFileError("has no 'shape' array", path)
     if values.ndim == 2:
         values = values[0]  # the dataset stores identity per frame; row 0 is used
     if values.ndim != 1 or not 1 <= values.size <= MAX_SHAPE:

@@ -19,7 +19,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from dualtalk_cli.audio import SAMPLE_RATE
 from dualtalk_cli.errors import OutputError
+from dualtalk_cli.outputs import temporary_path
 
 PRESET = "veryfast"  # x264 preset: ~3x faster than "medium" here, files ~20% larger
 CRF = 20  # x264 constant quality: visually clean for smooth shaded heads
@@ -76,7 +78,7 @@ class VideoWriter:
         height: int,
         frames_per_second: float,
         audio: np.ndarray | None = None,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         *,
         preset: str = PRESET,
         crf: int = CRF,
@@ -94,8 +96,7 @@ class VideoWriter:
         self.frames_per_second = float(frames_per_second)
         self.audio, self.sample_rate = audio, int(sample_rate)
         self.preset, self.crf = preset, int(crf)
-        self.frames_written = 0
-        self._partial = self.path.with_name(f".{self.path.name}.partial.mp4")
+        self._partial = temporary_path(self.path)
         self._wav: Path | None = None
         self._log: IO[bytes] | None = None
         self._process: subprocess.Popen | None = None
@@ -185,7 +186,6 @@ class VideoWriter:
             self._raise_ffmpeg_error()
         # A copy: the caller may reuse its buffer while this one waits in line.
         self._queue.put(np.array(frame, order="C"))
-        self.frames_written += 1
 
     def _finish(self) -> None:
         assert self._process is not None and self._feeder is not None

@@ -1,69 +1,38 @@
 """Writers: a conversation's motions to NPZ files, OBJ sequences and one MP4.
 
-Every writer writes under a temporary name in the output folder and renames onto
-the final name only when complete, so a failed or interrupted run leaves no
-partial file and keeps earlier results.
+Each writer takes its paths from the conversation's OutputPlan, writes under a
+temporary name and renames onto the final name only when complete, so a failed
+or interrupted run leaves no partial file and keeps earlier results. A new
+output format is one writer here and one line of ``outputs.LAYOUT``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import shutil
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from dualtalk_cli.errors import OutputError
 from dualtalk_cli.heads.base import Head
-from dualtalk_cli.motion import Motion
+from dualtalk_cli.motion import Conversation
+from dualtalk_cli.options import OutputOptions, needs_head
+from dualtalk_cli.outputs import OutputPlan, atomic_file, atomic_folder
 
 # progress(stage, done, total): called as work advances; stage names a writer.
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass(frozen=True)
-class Conversation:
-    """What the writers receive: both speakers' motion, names and audio."""
-
-    names: tuple[str, ...]  # one output stem per speaker, e.g. ("a", "b")
-    motions: tuple[Motion, ...]
-    audio: np.ndarray | None = None  # (N, 2) float32 at 16 kHz, speaker A left
-    video_name: str | None = None  # stem of the MP4; default joins the names
-
-    @property
-    def video_stem(self) -> str:
-        return self.video_name or "_".join(self.names)
-
-    @property
-    def n_frames(self) -> int:
-        return max(motion.n_frames for motion in self.motions)
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.motions[0].frames_per_second
-
-
 class Writer(ABC):
-    """One output format; ``outputs`` names what ``write`` will create."""
+    """One output format, written to the paths its plan names for it."""
 
-    extension: str = ""
+    format: ClassVar[str]
 
-    def __init__(self, out_dir: str | os.PathLike, overwrite: bool = False) -> None:
-        self.out_dir = Path(out_dir)
-        self.overwrite = overwrite
-
-    def path_for(self, stem: str) -> Path:
-        return self.out_dir / f"{stem}{self.extension}"
-
-    @abstractmethod
-    def outputs(self, conversation: Conversation) -> list[Path]:
-        """The final paths this writer creates for ``conversation``."""
+    def __init__(self, plan: OutputPlan, options: OutputOptions) -> None:
+        self.paths = plan.paths(self.format)
+        self.options = options
 
     @abstractmethod
     def write(
@@ -75,28 +44,14 @@ class Writer(ABC):
     ) -> list[Path]:
         """Write every output of ``conversation`` and return their paths."""
 
-    def check(self, conversation: Conversation) -> None:
-        """Fail before any work if an output exists and may not be replaced."""
-        for path in self.outputs(conversation):
-            if path.exists() and not self.overwrite:
-                raise OutputError(
-                    "already exists; pass --overwrite to replace it", path
-                )
-            if path.exists() and path.is_dir() != (self.extension == ""):
-                kind = "folder" if path.is_dir() else "file"
-                raise OutputError(f"is a {kind} in the way of this output", path)
-
 
 class NpzWriter(Writer):
     """``<stem>.npz`` per speaker, in the DualTalk dataset layout plus our extras."""
 
-    extension = ".npz"
-
-    def outputs(self, conversation: Conversation) -> list[Path]:
-        return [self.path_for(name) for name in conversation.names]
+    format = "npz"
 
     def write(self, conversation, head=None, progress=None, cancelled=None):
-        paths = self.outputs(conversation)
+        paths = self.paths
         for done, (path, motion) in enumerate(zip(paths, conversation.motions)):
             with atomic_file(path) as temporary:
                 motion.save(temporary)
@@ -108,15 +63,10 @@ class NpzWriter(Writer):
 class ObjWriter(Writer):
     """``<stem>/000000.obj ...`` per speaker: one mesh a frame, the same faces."""
 
-    extension = ""
-
-    def outputs(self, conversation: Conversation) -> list[Path]:
-        return [self.path_for(name) for name in conversation.names]
+    format = "obj"
 
     def write(self, conversation, head=None, progress=None, cancelled=None):
-        if head is None:
-            raise ValueError("ObjWriter needs a head")
-        paths = self.outputs(conversation)
+        paths = self.paths
         total = sum(motion.n_frames for motion in conversation.motions)
         done = 0
         faces = face_lines(head.faces)
@@ -124,8 +74,7 @@ class ObjWriter(Writer):
             with atomic_folder(path) as folder:
                 frame = 0
                 for chunk in head.iter_vertices(motion):
-                    if cancelled is not None and cancelled.is_set():
-                        raise Cancelled
+                    stop_if(cancelled)
                     for vertices in chunk:
                         with open(folder / f"{frame:06d}.obj", "w") as file:
                             file.write(vertex_lines(vertices))
@@ -140,22 +89,14 @@ class ObjWriter(Writer):
 class Mp4Writer(Writer):
     """``<stemA>_<stemB>.mp4``: the heads side by side with the conversation's audio."""
 
-    extension = ".mp4"
-
-    def __init__(self, out_dir, overwrite=False, size: int = 512) -> None:
-        super().__init__(out_dir, overwrite)
-        self.size = size
-
-    def outputs(self, conversation: Conversation) -> list[Path]:
-        return [self.path_for(conversation.video_stem)]
+    format = "mp4"
 
     def write(self, conversation, head=None, progress=None, cancelled=None):
         from dualtalk_cli.render import Renderer
         from dualtalk_cli.video import VideoWriter
 
-        if head is None:
-            raise ValueError("Mp4Writer needs a head")
-        (path,) = self.outputs(conversation)
+        (path,) = self.paths
+        size = self.options.video_size
         n_heads = len(conversation.motions)
         total = conversation.n_frames
         colors = [head.vertex_colors] * n_heads
@@ -163,13 +104,13 @@ class Mp4Writer(Writer):
             Renderer(
                 [head.faces] * n_heads,
                 [head.rest_vertices] * n_heads,
-                size=self.size,
+                size=size,
                 vertex_colors=colors,
             ) as renderer,
             VideoWriter(
                 path,
-                width=self.size * n_heads,
-                height=self.size,
+                width=size * n_heads,
+                height=size,
                 frames_per_second=conversation.frames_per_second,
                 audio=conversation.audio,
             ) as video,
@@ -177,8 +118,7 @@ class Mp4Writer(Writer):
             streams = [head.iter_vertices(motion) for motion in conversation.motions]
             done = 0
             for chunks in zip(*streams):
-                if cancelled is not None and cancelled.is_set():
-                    raise Cancelled
+                stop_if(cancelled)
                 for frame in range(len(chunks[0])):
                     video.write(renderer.draw([chunk[frame] for chunk in chunks]))
                 done += len(chunks[0])
@@ -188,30 +128,58 @@ class Mp4Writer(Writer):
 
 
 WRITERS: dict[str, type[Writer]] = {
-    "npz": NpzWriter,
-    "obj": ObjWriter,
-    "mp4": Mp4Writer,
+    writer.format: writer for writer in (NpzWriter, ObjWriter, Mp4Writer)
 }
 
 
-def get_writers(
-    formats: list[str],
-    out_dir: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-    size: int = 512,
-) -> list[Writer]:
-    """Writers for ``formats`` ("all" means every format), in a fixed order."""
-    unknown = set(formats) - set(WRITERS) - {"all"}
-    if unknown:
-        raise ValueError(f"unknown output formats: {sorted(unknown)}")
-    names = [name for name in WRITERS if name in formats or "all" in formats]
-    return [
-        Mp4Writer(out_dir, overwrite, size)
-        if name == "mp4"
-        else WRITERS[name](out_dir, overwrite)
-        for name in names
-    ]
+def write_outputs(
+    plan: OutputPlan,
+    options: OutputOptions,
+    conversation: Conversation,
+    head: Head | None,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Write every format of ``plan``; OBJ writing overlaps rendering in a thread.
+
+    Drawing and encoding keep the main thread busy, so the OBJ text is
+    formatted beside them instead of after them.
+    """
+    writers = [WRITERS[name](plan, options) for name in plan.formats]
+    if head is None and needs_head(plan.formats):
+        raise ValueError(f"writing {plan.formats} needs a head")
+    overlap = any(isinstance(writer, Mp4Writer) for writer in writers)
+    cancelled = threading.Event()
+    outputs: dict[Writer, list[Path]] = {}
+    errors: list[BaseException] = []
+
+    def write_in_background(writer: Writer) -> None:
+        try:
+            outputs[writer] = writer.write(conversation, head, progress, cancelled)
+        except BaseException as error:  # re-raised in the calling thread below
+            errors.append(error)
+            cancelled.set()
+
+    threads: list[threading.Thread] = []
+    try:
+        for writer in writers:
+            if overlap and isinstance(writer, ObjWriter):
+                thread = threading.Thread(target=write_in_background, args=(writer,))
+                thread.start()
+                threads.append(thread)
+            else:
+                outputs[writer] = writer.write(conversation, head, progress, cancelled)
+    except Cancelled:
+        pass  # a background writer failed; its error is raised below
+    except BaseException:
+        cancelled.set()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    for error in errors:
+        if not isinstance(error, Cancelled):
+            raise error
+    return [path for writer in writers for path in outputs.get(writer, [])]
 
 
 def vertex_lines(vertices: np.ndarray) -> str:
@@ -230,41 +198,7 @@ class Cancelled(Exception):
     """Another writer failed; stop quietly and clean up."""
 
 
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename onto it on success."""
-    temporary = path.with_name(f".{path.name}.partial{path.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as error:
-        raise _output_error(error, path) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-
-
-@contextlib.contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; swap it in on success."""
-    temporary = path.with_name(f".{path.name}.partial")
-    previous = path.with_name(f".{path.name}.previous")
-    for leftover in (temporary, previous):
-        shutil.rmtree(leftover, ignore_errors=True)
-    try:
-        temporary.mkdir(parents=True)
-        yield temporary
-        if path.exists():
-            os.replace(path, previous)
-        os.replace(temporary, path)
-    except OSError as error:
-        raise _output_error(error, path) from None
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-        shutil.rmtree(previous, ignore_errors=True)
-
-
-def _output_error(error: OSError, path: Path) -> OutputError:
-    reasons = {errno.ENOSPC: "disk full", errno.EFBIG: "file too large for this disk"}
-    reason = reasons.get(error.errno, error.strerror or str(error))
-    return OutputError(f"cannot write ({reason})", path)
+def stop_if(cancelled: threading.Event | None) -> None:
+    """Raise Cancelled once another writer has failed."""
+    if cancelled is not None and cancelled.is_set():
+        raise Cancelled

@@ -10,8 +10,9 @@ import pytest
 import soundfile
 
 import dualtalk_cli
-from conftest import EXAMPLES, leftovers, run_cli, write_dataset_npz, write_dialogue
+from conftest import EXAMPLES, leftovers, run_cli
 from dualtalk_cli.motion import ARKIT_NAMES, load_motion
+from dualtalk_cli.testing import write_dataset_npz, write_dialogue
 
 
 def test_help_does_not_import_heavy_modules():
@@ -150,16 +151,12 @@ def test_determinism_and_seed(dialogue, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def example_motions(tmp_path_factory):
-    out = tmp_path_factory.mktemp("example")
-    result = dualtalk_cli.animate(
-        EXAMPLES / "dialogue_speaker1.wav",
-        EXAMPLES / "dialogue_speaker2.wav",
-        out_dir=out,
-        formats=["npz"],
+def example_motions():
+    conversation = dualtalk_cli.compute_motion(
+        EXAMPLES / "dialogue_speaker1.wav", EXAMPLES / "dialogue_speaker2.wav"
     )
     turns = json.loads((EXAMPLES / "dialogue.json").read_text())["turns"]
-    return result.conversation.motions, turns
+    return conversation.motions, turns
 
 
 def _frames_of(turns, speaker, fps=25.0):
@@ -195,8 +192,7 @@ def test_listener_nods_at_phrase_ends(tmp_path):
     folder.mkdir()
     phrases = [(0.3, 2.5), (4.5, 6.7), (8.7, 10.9)]
     path_a, path_b = write_dialogue(folder, seconds=13.0, turns_a=phrases, turns_b=[])
-    result = dualtalk_cli.animate(path_a, path_b, out_dir=tmp_path / "out", formats=[])
-    listener = result.conversation.motions[1]
+    listener = dualtalk_cli.compute_motion(path_a, path_b).motions[1]
     assert not listener.speaking.any()
     pitch = listener.neck_pose[:, 0]  # positive tips the face down
     nods = 0
@@ -260,7 +256,7 @@ def test_progress_bar_on_a_terminal_only(dialogue, tmp_path):
     import subprocess
     import sys
 
-    args = ["animate", *map(str, dialogue), "--no-video", "--size", "64"]
+    args = ["animate", *map(str, dialogue), "--no-video"]
     piped = run_cli(*args, "-o", tmp_path / "piped")
     assert piped.returncode == 0
     assert "Writing OBJ" not in piped.stderr and "wrote" in piped.stderr

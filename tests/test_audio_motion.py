@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import voice
 from dualtalk_cli import Motion, load_audio, load_conversation, load_motion
 from dualtalk_cli.audio import SAMPLE_RATE, n_frames_for
 from dualtalk_cli.errors import AudioError, MotionFileError
 from dualtalk_cli.motion import ARKIT_NAMES
+from dualtalk_cli.testing import make_motion, voice
 
 
 @pytest.mark.parametrize(
@@ -81,20 +81,7 @@ def test_errors_name_the_file(tmp_path):
 
 
 def _motion(n: int = 12) -> Motion:
-    rng = np.random.default_rng(0)
-    base = Motion.neutral(n)
-    return Motion(
-        exp=rng.normal(size=(n, 50)).astype(np.float32),
-        pose=rng.normal(size=(n, 6)).astype(np.float32),
-        shape=rng.normal(size=(n, 100)).astype(np.float32),
-        eyes=rng.normal(size=(n, 6)).astype(np.float32),
-        eyelids=rng.uniform(size=(n, 2)).astype(np.float32),
-        arkit=rng.uniform(size=(n, 52)).astype(np.float32),
-        speaking=rng.uniform(size=n) > 0.5,
-        frames_per_second=30.0,
-        engine="test",
-        arkit_names=base.arkit_names,
-    )
+    return make_motion(n, seed=0, frames_per_second=30.0)
 
 
 def test_npz_round_trip_is_exact_and_byte_stable(tmp_path):

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import BLOCK_EGL, assert_one_line_error, leftovers, run_cli, voice
+from conftest import BLOCK_EGL, assert_one_line_error, leftovers, run_cli
+from dualtalk_cli.testing import voice, write_dialogue
 
 
 def animate(*args, **kwargs):
@@ -191,8 +192,6 @@ def test_wav_header_check_passes_intact_files(dialogue):
 
 def test_ctrl_c_during_rendering(tmp_path):
     """Interrupted while rendering: no partial MP4, earlier outputs untouched."""
-    from conftest import write_dialogue
-
     folder = tmp_path / "in"
     folder.mkdir()
     path_a, path_b = write_dialogue(folder, seconds=3.0)

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import assert_one_line_error, leftovers, run_cli, voice
-from dualtalk_cli.batch import BatchSettings, find_clips, is_complete
+from conftest import assert_one_line_error, leftovers, run_cli
+from dualtalk_cli.batch import BatchOptions, clip_plan, find_clips
 from dualtalk_cli.errors import DualtalkError
+from dualtalk_cli.options import ComputeOptions, EngineOptions, OutputOptions
+from dualtalk_cli.testing import voice
 
 SMALL = ("--size", "64")  # rendering is not what these tests are about
 
@@ -141,8 +143,11 @@ def test_killed_batch_resumes_with_only_what_was_missing(six_clips, tmp_path):
     assert (stale / "clip4_speaker1.npz").stat().st_size > 1000  # redone
     for path, stamp in stamps.items():
         assert path.stat().st_mtime_ns == stamp, path  # untouched
-    settings = BatchSettings()
-    assert all(is_complete(clip, out, settings) for clip in find_clips(six_clips)[1:])
+    options = BatchOptions()
+    complete = [
+        clip_plan(clip, out, options).is_complete() for clip in find_clips(six_clips)
+    ]
+    assert all(complete[1:])
 
     third = run_cli(*command, "--json", *SMALL)
     assert by_kind(events(third.stdout), "skipped") == good
@@ -269,23 +274,27 @@ def test_find_clips_errors(tmp_path):
 
 def test_engine_and_head_load_once_for_the_whole_batch(tmp_path, monkeypatch):
     import dualtalk_cli.batch as batch
+    from dualtalk_cli.animation import Animator
 
     folder = tmp_path / "clips"
     folder.mkdir()
     for number in range(3):
         write_pair(folder, f"c{number}", seconds=0.6, seed=number)
     loads = []
-    real = batch.load_engine_and_head
+    real = Animator.load
 
     def counting(*args, **kwargs):
         loads.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "load_engine_and_head", counting)
+    monkeypatch.setattr(Animator, "load", counting)
     seen = []
-    settings = BatchSettings(engine="procedural", formats=("npz", "obj"))
+    options = BatchOptions(
+        ComputeOptions(EngineOptions("procedural")),
+        OutputOptions(formats=("npz", "obj")),
+    )
     summary = batch.run_batch(
-        find_clips(folder), tmp_path / "out", settings, on_event=seen.append
+        find_clips(folder), tmp_path / "out", options, on_event=seen.append
     )
     assert len(loads) == 1
     assert (len(summary.done), summary.exit_code) == (3, 0)

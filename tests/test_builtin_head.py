@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dualtalk_cli.heads.builtin import ASSET, JOINT_NAMES, BuiltinHead, load_asset
-from dualtalk_cli.motion import ARKIT_INDEX, N_ARKIT, Motion
+from dualtalk_cli.motion import N_ARKIT, Motion
+from dualtalk_cli.testing import make_motion
 
 
 @pytest.fixture(scope="module")
@@ -22,24 +23,8 @@ def asset() -> dict[str, np.ndarray]:
 
 
 def pose(n_frames: int = 1, **values: float) -> Motion:
-    """A neutral motion with a few channels set on every frame.
-
-    Keys: neck_x/y/z, jaw_x/y, lid_left, lid_right, exp0, or an ARKit name.
-    """
-    motion = Motion.neutral(n_frames)
-    arrays = {key: getattr(motion, key).copy() for key in ("pose", "exp", "arkit")}
-    arrays["eyelids"] = motion.eyelids.copy()
-    columns = {"neck_x": 0, "neck_y": 1, "neck_z": 2, "jaw_x": 3, "jaw_y": 4}
-    for name, value in values.items():
-        if name in columns:
-            arrays["pose"][:, columns[name]] = value
-        elif name in ("lid_left", "lid_right"):
-            arrays["eyelids"][:, int(name == "lid_right")] = value
-        elif name == "exp0":
-            arrays["exp"][:, 0] = value
-        else:
-            arrays["arkit"][:, ARKIT_INDEX[name]] = value
-    return replace(motion, **arrays)
+    """A neutral motion with a few channels set on every frame."""
+    return make_motion(n_frames, **values)
 
 
 def moved(head: BuiltinHead, motion: Motion) -> np.ndarray:

@@ -13,21 +13,18 @@ import soundfile
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import (  # noqa: E402
-    assert_one_line_error,
-    run_cli,
-    voice,
-    write_dataset_npz,
-)
+from conftest import assert_one_line_error, run_cli  # noqa: E402
 from dualtalk_cli.engines.dualtalk import DualTalkEngine  # noqa: E402
 from dualtalk_cli.engines.dualtalk_model import (  # noqa: E402
     DualTalkConfig,
     DualTalkModel,
+    EncoderWindow,
     normalise_audio,
     to_released_names,
 )
 from dualtalk_cli.errors import EngineUnavailable  # noqa: E402
 from dualtalk_cli.motion import Motion  # noqa: E402
+from dualtalk_cli.testing import voice, write_dataset_npz  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +95,12 @@ def test_partner_motion_mode_is_one_forward(checkpoint, tracks):
 
 
 def test_windowed_encoding_matches_whole_clip(checkpoint):
-    audio = normalise_audio(voice(6.0, [(0.2, 5.8)], 150)).numpy()
-    n_frames = math.ceil(len(audio) / 640)
-    whole = engine(checkpoint).encode(1, audio, n_frames)
-    windowed = engine(checkpoint, window_frames=60, overlap_frames=20)
+    audio = normalise_audio(voice(6.0, [(0.2, 5.8)], 150))[None]
+    n_frames = math.ceil(audio.shape[-1] / 640)
+    encoder = engine(checkpoint).model.joint_encoder.audio_encoder1
     with torch.inference_mode():
-        parts = windowed.encode(1, audio, n_frames)
-        whole = whole.detach()
+        whole = encoder(audio, n_frames)
+        parts = encoder(audio, n_frames, EncoderWindow(frames=60, overlap=20))
     assert (
         parts.shape == whole.shape == (1, n_frames, DualTalkConfig.tiny().audio_hidden)
     )

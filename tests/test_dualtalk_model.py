@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from dualtalk_cli.audio import n_frames_for
 from dualtalk_cli.engines.dualtalk_model import (
     DualTalkConfig,
     DualTalkModel,
     load_state_dict_checked,
-    n_frames_for_audio,
     normalise_audio,
     to_released_names,
 )
@@ -164,7 +164,7 @@ def test_many_missing_keys_are_counted_not_all_listed():
 
 def test_output_has_one_frame_per_640_samples(model):
     n_frames = math.ceil(N_SAMPLES / 640)
-    assert n_frames_for_audio(N_SAMPLES) == n_frames == 51
+    assert n_frames_for(N_SAMPLES) == n_frames == 51
     with torch.no_grad():
         out = model.predict(
             audio(N_SAMPLES, 1), audio(N_SAMPLES, 2), torch.randn(1, 37, 56)
@@ -184,7 +184,7 @@ def test_eval_mode_is_deterministic(model):
 
 def test_partner_audio_is_stretched_to_the_target_frame_count(model):
     a1, a2 = audio(N_SAMPLES, 1), audio(N_SAMPLES - 5000, 2)
-    n_frames = n_frames_for_audio(N_SAMPLES)
+    n_frames = n_frames_for(N_SAMPLES)
     with torch.no_grad():
         enc1, enc2 = model.encode_audio(a1, a2)
         encoder2 = model.joint_encoder.audio_encoder2

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import run_cli, voice, write_dataset_npz
+from conftest import run_cli
 from dualtalk_cli.errors import DualtalkError
 from dualtalk_cli.evaluate import evaluate, format_csv, format_json, format_text
 from dualtalk_cli.metrics import GROUPS, METRIC_LABELS, METRICS, PUBLICATION_SCALE
 from dualtalk_cli.motion import Motion, load_motion
+from dualtalk_cli.testing import voice, write_dataset_npz
 
 N_FRAMES = 50
 # A dot in a clip name broke the published test script's name parsing.

@@ -6,7 +6,6 @@ import os
 import pickle
 import sys
 import types
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,53 +22,14 @@ from dualtalk_cli.heads.flame import (
     unavailable_reason,
 )
 from dualtalk_cli.motion import Motion
+from dualtalk_cli.testing import make_motion, synthetic_flame_arrays
 
 V, F, J = 5023, 9976, 5
 JAW = 2
-ROOT_PARENT = 4294967295  # as FLAME's kintree_table stores it (uint32 -1)
-
-
-def sphere(n: int, radius: float = 0.1) -> np.ndarray:
-    """(n, 3) points spread evenly over a sphere (a Fibonacci lattice)."""
-    i = np.arange(n) + 0.5
-    y = 1.0 - 2.0 * i / n
-    r = np.sqrt(1.0 - y**2)
-    phi = i * np.pi * (3.0 - np.sqrt(5.0))
-    return radius * np.stack([r * np.cos(phi), y, r * np.sin(phi)], axis=1)
 
 
 def synthetic_arrays(seed: int = 0) -> dict[str, np.ndarray]:
-    """Arrays laid out as in FLAME's generic_model.pkl, with random content."""
-    rng = np.random.default_rng(seed)
-    template = sphere(V)
-    x, y, z = template.T
-    weights = np.zeros((V, J))
-    weights[:, 0], weights[:, 1] = 0.3, 0.7
-    # The jaw: fully jaw-weighted below y = -0.06, blended up to -0.04.
-    jaw = np.clip((-0.04 - y) / 0.02, 0.0, 1.0)
-    weights[:, :2] *= (1.0 - jaw)[:, None]
-    weights[:, JAW] = jaw
-    for joint, side in ((3, 1.0), (4, -1.0)):
-        eye = np.linalg.norm(template - [side * 0.035, 0.03, 0.09], axis=1) < 0.015
-        weights[eye] = 0.0
-        weights[eye, joint] = 1.0
-    # Each joint is the mean of four vertices near where FLAME's joint would be.
-    targets = [[0, -0.1, 0], [0, -0.08, -0.02], [0, -0.05, 0.08]]
-    targets += [[0.035, 0.03, 0.09], [-0.035, 0.03, 0.09]]
-    regressor = np.zeros((J, V))
-    for j, target in enumerate(targets):
-        nearest = np.argsort(np.linalg.norm(template - target, axis=1))[:4]
-        regressor[j, nearest] = 0.25
-    return {
-        "v_template": template,
-        "f": rng.integers(0, V, (F, 3)).astype(np.uint32),
-        "shapedirs": rng.normal(0.0, 1e-3, (V, 3, 400)),
-        "posedirs": rng.normal(0.0, 1e-3, (V, 3, 36)),
-        "J_regressor": regressor,
-        "weights": weights,
-        "kintree_table": np.array([[ROOT_PARENT, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
-        "J": regressor @ template,
-    }
+    return synthetic_flame_arrays(seed)
 
 
 class Ch:
@@ -129,22 +89,8 @@ def files(arrays, tmp_path_factory) -> dict[str, Path]:
 
 
 def motion(n_frames: int = 1, seed: int | None = None, **values: float) -> Motion:
-    """Neutral motion; random shape/exp/pose/eyes with ``seed``; or jaw_x=..."""
-    base = Motion.neutral(n_frames)
-    arrays = {key: getattr(base, key).copy() for key in ("exp", "pose", "eyes")}
-    arrays["shape"] = base.shape.copy()
-    arrays["eyelids"] = base.eyelids.copy()
-    if seed is not None:
-        rng = np.random.default_rng(seed)
-        arrays["shape"][:] = rng.normal(0, 1, base.shape.shape[1])
-        arrays["exp"] = rng.normal(0, 1, arrays["exp"].shape).astype(np.float32)
-        arrays["pose"] = rng.normal(0, 0.3, arrays["pose"].shape).astype(np.float32)
-        arrays["eyes"] = rng.normal(0, 0.2, arrays["eyes"].shape).astype(np.float32)
-    if "jaw_x" in values:
-        arrays["pose"][:, 3] = values["jaw_x"]
-    if "lids" in values:
-        arrays["eyelids"][:] = values["lids"]
-    return replace(base, **arrays)
+    """Neutral motion; random in every channel with ``seed``; or jaw_x=..."""
+    return make_motion(n_frames, seed, **values)
 
 
 # ------------------------------------------------------------------ reference

@@ -7,13 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from conftest import (
-    assert_one_line_error,
-    run_cli,
-    write_dataset_npz,
-    write_synthetic_flame,
-)
+from conftest import assert_one_line_error, run_cli
 from dualtalk_cli.motion import load_motion
+from dualtalk_cli.testing import write_dataset_npz, write_synthetic_flame
 
 
 @pytest.fixture

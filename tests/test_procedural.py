@@ -7,35 +7,10 @@ import pytest
 
 from dualtalk_cli.engines.procedural import ProceduralEngine, detect_speech
 from dualtalk_cli.motion import Motion
+from dualtalk_cli.testing import voice
 
 RATE = 16_000
 FPS = 25.0
-
-
-def voice(
-    seconds: float,
-    turns: list[tuple[float, float]],
-    *,
-    f0: float = 120.0,
-    level_db: float = -20.0,
-    tilt: float = 1.0,
-    seed: int = 0,
-) -> np.ndarray:
-    """Harmonic 'speech' in ``turns``: 5 Hz syllables and a short stop every 0.7 s."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * RATE)) / RATE
-    pitch = f0 * (1.0 + 0.05 * np.sin(2 * np.pi * 0.7 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / RATE
-    tone = sum(np.sin(h * phase) / h**tilt for h in range(1, 30) if h * f0 < 4000)
-    syllables = 0.55 - 0.45 * np.cos(2 * np.pi * 5.0 * t + rng.uniform(0, 6))
-    stops = (t % 0.7) < 0.06
-    active = np.zeros_like(t, bool)
-    for start, end in turns:
-        active |= (t >= start) & (t < end)
-    signal = tone * syllables * ~stops * active
-    rms = np.sqrt(np.mean(signal[active] ** 2)) if active.any() else 1.0
-    noise = 10 ** (-75 / 20) * rng.standard_normal(len(t))
-    return (signal / rms * 10 ** (level_db / 20) + noise).astype(np.float32)
 
 
 def leak(into: np.ndarray, source: np.ndarray, bleed_db: float) -> np.ndarray:

@@ -1,30 +1,16 @@
-"""Engine registry: adding an engine is one module and one line in ``ENGINES``."""
+"""The engines: each turns two audio tracks into two speakers' motion.
 
-from __future__ import annotations
+Adding one is a module here and a line in ``registry.IMPLEMENTATIONS``.
+"""
 
 from dualtalk_cli.engines.base import Engine
 from dualtalk_cli.errors import EngineUnavailable
 from dualtalk_cli.registry import Registry
 
-# In order of preference: "auto" takes the first one that can run here.
-ENGINES = Registry(
-    "engine",
-    {
-        "dualtalk": "dualtalk_cli.engines.dualtalk:DualTalkEngine",
-        "procedural": "dualtalk_cli.engines.procedural:ProceduralEngine",
-    },
-    EngineUnavailable,
-)
-
-
-def available_engines() -> dict[str, str | None]:
-    """Each engine's name, mapped to None when usable or to why it is not."""
-    return ENGINES.available()
-
-
-def load_engine(name: str = "auto", **options: object) -> Engine:
-    """The engine called ``name``; "auto" picks the best one usable here."""
-    return ENGINES.load(name, **options)
-
+ENGINES = Registry("engine", EngineUnavailable)
+# load_engine("procedural"), load_engine("dualtalk", weights=...) or with an
+# EngineOptions; "auto" picks the best one usable here.
+load_engine = ENGINES.load
+available_engines = ENGINES.available  # name -> None, or why it cannot run
 
 __all__ = ["Engine", "ENGINES", "available_engines", "load_engine"]

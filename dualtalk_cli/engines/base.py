@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 
+from dualtalk_cli.audio import FPS
+from dualtalk_cli.errors import EngineUnavailable
 from dualtalk_cli.motion import Motion
 
 
@@ -13,13 +16,14 @@ class Engine(ABC):
     """Turns a conversation's two 16 kHz mono tracks into each speaker's motion.
 
     Speaker A is shown on the left, facing toward +x (toward B); B on the right.
+    Settings are the constructor's keyword arguments; the registry refuses any
+    other.
     """
 
-    name: str = "engine"
-
-    def __init__(self, **options: object) -> None:  # noqa: B027
-        # Options meant for other engines (weights, device) do not apply here.
-        pass
+    name: ClassVar[str] = "engine"
+    # Whether ``animate_with_partner`` works: predicting one speaker from both
+    # tracks and the partner's known motion (the published DualTalk protocol).
+    follows_partner: ClassVar[bool] = False
 
     @abstractmethod
     def animate(
@@ -28,7 +32,20 @@ class Engine(ABC):
         audio_b: np.ndarray,
         *,
         n_frames: int,
-        frames_per_second: float = 25.0,
+        frames_per_second: float = FPS,
         seed: int = 0,
     ) -> tuple[Motion, Motion]:
         """Motion for A and B, ``n_frames`` each, from equal-length float32 tracks."""
+
+    def animate_with_partner(
+        self,
+        audio_a: np.ndarray,
+        audio_b: np.ndarray,
+        partner: Motion,
+        *,
+        seed: int = 0,
+    ) -> Motion:
+        """A's motion from both tracks and B's known motion, at B's frame rate."""
+        raise EngineUnavailable(
+            f"engine '{self.name}' cannot predict from a partner's known motion"
+        )

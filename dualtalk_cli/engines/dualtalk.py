@@ -4,9 +4,10 @@ The published model predicts one person from their audio, the partner's audio
 and the partner's motion. Both heads come from audio alone by alternating: A is
 predicted against a neutral B, then B against that A, and so on for ``passes``
 rounds. Each track is encoded once per encoder and reused in every pass. Long
-audio is encoded in overlapping windows with a linear cross-fade, so memory
-stays bounded. The network predicts no blinks, gaze or eyelids: those come from
-the procedural engine, which the NPZ's ``engine`` field says.
+audio is encoded in overlapping windows with a linear cross-fade (the model's
+``EncoderWindow``), so memory stays bounded. The network predicts no blinks,
+gaze or eyelids: those come from the procedural engine, which the NPZ's
+``engine`` field says.
 """
 
 from __future__ import annotations
@@ -21,17 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from dualtalk_cli.audio import FPS, n_frames_for
 from dualtalk_cli.engines.base import Engine
 from dualtalk_cli.errors import EngineUnavailable, first_line
-from dualtalk_cli.motion import ARKIT_INDEX, Motion
+from dualtalk_cli.motion import ARKIT_INDEX, N_NETWORK, Motion
 from dualtalk_cli.weights import CHECKPOINT, REPO_WEIGHTS, WEIGHTS_ENV
 
 TEST_NETWORK_ENV = "DUALTALK_TEST_NETWORK"  # "tiny": the tests' small network
-NETWORK_FPS = 25  # the frame rate the network was trained at
-SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 DEFAULT_PASSES = 2  # A against neutral B, B against A, then once more each
-WINDOW_FRAMES = 500  # 20 s per encoder window
-OVERLAP_FRAMES = 100  # 4 s shared by neighbouring windows, cross-faded
 # ARKit channels taken from the procedural engine: the network has no eyes.
 EYE_CHANNELS = tuple(
     name for name in ARKIT_INDEX if name.startswith(("eyeBlink", "eyeLook"))
@@ -60,7 +58,7 @@ def find_weights(path: str | os.PathLike | None = None) -> Path | None:
 
 
 def unavailable_reason(
-    weights: str | os.PathLike | None = None, **options: Any
+    weights: str | os.PathLike | None = None, **settings: Any
 ) -> str | None:
     """None when the network can run here, else a one-line reason."""
     missing = [name for name in ("torch", "transformers") if find_spec(name) is None]
@@ -118,6 +116,7 @@ class DualTalkEngine(Engine):
     """Both speakers' FLAME motion from the released DualTalk network."""
 
     name = "dualtalk"
+    follows_partner = True
 
     def __init__(
         self,
@@ -125,23 +124,22 @@ class DualTalkEngine(Engine):
         device: str | None = None,
         passes: int = DEFAULT_PASSES,
         config: Any = None,
-        window_frames: int = WINDOW_FRAMES,
-        overlap_frames: int = OVERLAP_FRAMES,
-        **options: Any,
+        window: Any = None,
     ) -> None:
+        """``config`` and ``window`` (a DualTalkConfig and an EncoderWindow) are
+        for tests and benchmarks; the defaults are the released model's."""
         import torch
+
+        from dualtalk_cli.engines.dualtalk_model import EncoderWindow
 
         path = find_weights(weights)
         if path is None:
             raise EngineUnavailable(NOT_FOUND)
         if passes < 1:
             raise EngineUnavailable(f"--passes must be at least 1, not {passes}")
-        if not 0 <= overlap_frames < window_frames:
-            raise ValueError("overlap_frames must be below window_frames")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.weights_path = path
         self.passes = passes
-        self.window_frames, self.overlap_frames = window_frames, overlap_frames
+        self.window = window or EncoderWindow()
         # The test hook: a tiny network in the released key layout, so the CLI
         # can be tested end to end without 2.6 GB of weights. Never set by users.
         if config is None and os.environ.get(TEST_NETWORK_ENV) == "tiny":
@@ -150,38 +148,11 @@ class DualTalkEngine(Engine):
             config = DualTalkConfig.tiny()
         self.model = load_model(path, self.device, config)
 
-    def encode(self, which: int, audio: np.ndarray, n_frames: int) -> Any:
-        """(1, n_frames, hidden) encoding of normalised audio by encoder 1 or 2.
+    def _tensor(self, audio: np.ndarray) -> Any:
+        """(1, N) normalised audio on the engine's device."""
+        from dualtalk_cli.engines.dualtalk_model import normalise_audio
 
-        Windows of ``window_frames`` overlap by ``overlap_frames`` and are
-        cross-faded linearly, so memory does not grow with the audio's length.
-        """
-        import torch
-
-        encoder = getattr(self.model.joint_encoder, f"audio_encoder{which}")
-        audio = torch.as_tensor(audio, dtype=torch.float32, device=self.device)[None]
-        if n_frames <= self.window_frames:
-            return encoder(audio, n_frames)
-        step = self.window_frames - self.overlap_frames
-        total = weight_sum = None
-        for start in range(0, n_frames - self.overlap_frames, step):
-            stop = min(start + self.window_frames, n_frames)
-            part = audio[:, start * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]
-            encoded = encoder(part, stop - start)[0]
-            if total is None:
-                total = torch.zeros(n_frames, encoded.shape[-1], device=self.device)
-                weight_sum = torch.zeros(n_frames, 1, device=self.device)
-            weights = torch.ones(stop - start, 1, device=self.device)
-            ramp = torch.linspace(0, 1, self.overlap_frames + 2, device=self.device)[
-                1:-1
-            ]
-            if start > 0:
-                weights[: self.overlap_frames, 0] = ramp
-            if stop < n_frames:
-                weights[-self.overlap_frames :, 0] = ramp.flip(0)
-            total[start:stop] += weights * encoded
-            weight_sum[start:stop] += weights
-        return (total / weight_sum)[None]
+        return normalise_audio(audio)[None].to(self.device)
 
     def predict_pair(
         self, audio_a: np.ndarray, audio_b: np.ndarray
@@ -189,20 +160,13 @@ class DualTalkEngine(Engine):
         """(T, 56) network vectors for A and B at 25 fps, by alternating passes."""
         import torch
 
-        from dualtalk_cli.engines.dualtalk_model import normalise_audio
-
-        n_frames = -(-len(audio_a) // SAMPLES_PER_FRAME)
         with torch.inference_mode():
-            a, b = normalise_audio(audio_a).numpy(), normalise_audio(audio_b).numpy()
-            a_target, a_partner = (
-                self.encode(1, a, n_frames),
-                self.encode(2, a, n_frames),
-            )
-            b_target, b_partner = (
-                self.encode(1, b, n_frames),
-                self.encode(2, b, n_frames),
-            )
-            motion_b = torch.zeros(1, n_frames, 56, device=self.device)  # neutral
+            a, b = self._tensor(audio_a), self._tensor(audio_b)
+            # Each track through each encoder once, reused in every pass.
+            a_target, b_partner = self.model.encode_audio(a, b, self.window)
+            b_target, a_partner = self.model.encode_audio(b, a, self.window)
+            n_frames = a_target.shape[1]
+            motion_b = torch.zeros(1, n_frames, N_NETWORK, device=self.device)
             for _ in range(self.passes):
                 motion_a = self.model(a_target, b_partner, motion_b)
                 motion_b = self.model(b_target, a_partner, motion_a)
@@ -214,14 +178,12 @@ class DualTalkEngine(Engine):
         """(T, 56) for A given B's known motion: the published demo's one pass."""
         import torch
 
-        from dualtalk_cli.engines.dualtalk_model import normalise_audio
-
-        n_frames = -(-len(audio_a) // SAMPLES_PER_FRAME)
         with torch.inference_mode():
-            a = self.encode(1, normalise_audio(audio_a).numpy(), n_frames)
-            b = self.encode(2, normalise_audio(audio_b).numpy(), n_frames)
             motion = torch.as_tensor(partner.to_network(), device=self.device)[None]
-            return self.model(a, b, motion)[0].float().cpu().numpy()
+            predicted = self.model.predict(
+                self._tensor(audio_a), self._tensor(audio_b), motion, self.window
+            )
+        return predicted[0].float().cpu().numpy()
 
     def animate(
         self,
@@ -229,12 +191,14 @@ class DualTalkEngine(Engine):
         audio_b: np.ndarray,
         *,
         n_frames: int,
-        frames_per_second: float = 25.0,
+        frames_per_second: float = FPS,
         seed: int = 0,
     ) -> tuple[Motion, Motion]:
         vectors = self.predict_pair(audio_a, audio_b)
-        return self._with_eyes(
-            vectors, audio_a, audio_b, n_frames, frames_per_second, seed
+        extras = _procedural(audio_a, audio_b, n_frames, frames_per_second, seed)
+        return tuple(
+            _with_eyes(resample_frames(vector, n_frames), extra)
+            for vector, extra in zip(vectors, extras)
         )
 
     def animate_with_partner(
@@ -243,55 +207,49 @@ class DualTalkEngine(Engine):
         audio_b: np.ndarray,
         partner: Motion,
         *,
-        n_frames: int,
-        frames_per_second: float = 25.0,
         seed: int = 0,
     ) -> Motion:
         """A's motion given B's known motion, as the published demo predicts it."""
+        fps = partner.frames_per_second
+        n_frames = n_frames_for(len(audio_a), fps)
         vector = self.predict_with_partner(audio_a, audio_b, partner)
-        motions = self._with_eyes(
-            (vector,), audio_a, audio_b, n_frames, frames_per_second, seed
-        )
-        return motions[0]
+        extras = _procedural(audio_a, audio_b, n_frames, fps, seed)
+        return _with_eyes(resample_frames(vector, n_frames), extras[0])
 
-    def _with_eyes(
-        self,
-        vectors: tuple[np.ndarray, ...],
-        audio_a: np.ndarray,
-        audio_b: np.ndarray,
-        n_frames: int,
-        frames_per_second: float,
-        seed: int,
-    ) -> tuple[Motion, ...]:
-        """Network motion at ``n_frames``, with procedural blinks, gaze and flags."""
-        from dualtalk_cli.engines.procedural import ProceduralEngine
 
-        extras = ProceduralEngine().animate(
-            audio_a,
-            audio_b,
-            n_frames=n_frames,
-            frames_per_second=frames_per_second,
-            seed=seed,
-        )
-        columns = [ARKIT_INDEX[name] for name in EYE_CHANNELS]
-        motions = []
-        for vector, extra in zip(vectors, extras):
-            network = Motion.from_network(
-                resample_frames(vector, n_frames), frames_per_second, "dualtalk"
-            )
-            arkit = np.zeros_like(extra.arkit)
-            arkit[:, columns] = extra.arkit[:, columns]
-            motions.append(
-                replace(
-                    network,
-                    eyes=extra.eyes,
-                    eyelids=extra.eyelids,
-                    arkit=arkit,
-                    speaking=extra.speaking,
-                    engine="dualtalk+procedural-eyes",
-                )
-            )
-        return tuple(motions)
+def _procedural(
+    audio_a: np.ndarray,
+    audio_b: np.ndarray,
+    n_frames: int,
+    frames_per_second: float,
+    seed: int,
+) -> tuple[Motion, Motion]:
+    """The procedural engine's motion, for the blinks, gaze and speech flags."""
+    from dualtalk_cli.engines.procedural import ProceduralEngine
+
+    return ProceduralEngine().animate(
+        audio_a,
+        audio_b,
+        n_frames=n_frames,
+        frames_per_second=frames_per_second,
+        seed=seed,
+    )
+
+
+def _with_eyes(vector: np.ndarray, extra: Motion) -> Motion:
+    """Network motion from (n_frames, 56) with procedural eyes, lids and flags."""
+    columns = [ARKIT_INDEX[name] for name in EYE_CHANNELS]
+    network = Motion.from_network(vector, extra.frames_per_second, "dualtalk")
+    arkit = np.zeros_like(extra.arkit)
+    arkit[:, columns] = extra.arkit[:, columns]
+    return replace(
+        network,
+        eyes=extra.eyes,
+        eyelids=extra.eyelids,
+        arkit=arkit,
+        speaking=extra.speaking,
+        engine="dualtalk+procedural-eyes",
+    )
 
 
 def resample_frames(vectors: np.ndarray, n_frames: int) -> np.ndarray:

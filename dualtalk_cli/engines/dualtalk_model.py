@@ -10,7 +10,6 @@ released checkpoint so it loads strictly. No I/O here: the engine reads files.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -20,9 +19,8 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 
-SAMPLE_RATE = 16000
-FRAMES_PER_SECOND = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FRAMES_PER_SECOND  # 640
+from dualtalk_cli.audio import SAMPLES_PER_FRAME, n_frames_for
+from dualtalk_cli.motion import N_NETWORK
 
 # Weight-norm tensor names: as released (torch 1.12) and as torch >= 2.1 names them.
 _RELEASED_WEIGHT_NORM = ("weight_g", "weight_v")
@@ -36,7 +34,7 @@ _CURRENT_WEIGHT_NORM = (
 class DualTalkConfig:
     """Sizes of the network; the defaults are the released model's."""
 
-    blendshape_dim: int = 56
+    blendshape_dim: int = N_NETWORK
     feature_dim: int = 256
     n_heads: int = 4
     n_interaction_layers: int = 3
@@ -107,9 +105,18 @@ def wav2vec_config(config: DualTalkConfig) -> transformers.Wav2Vec2Config:
     )
 
 
-def n_frames_for_audio(n_samples: int) -> int:
-    """Frames at 25 fps for ``n_samples`` of 16 kHz audio: ceil(N / 640)."""
-    return math.ceil(n_samples / SAMPLES_PER_FRAME)
+@dataclass(frozen=True)
+class EncoderWindow:
+    """Long audio is encoded in windows of ``frames`` motion frames that overlap
+    by ``overlap`` frames and are cross-faded linearly, so memory does not grow
+    with the audio's length."""
+
+    frames: int = 500  # 20 s
+    overlap: int = 100  # 4 s shared by neighbouring windows
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < self.frames:
+            raise ValueError("the overlap must be shorter than the window")
 
 
 def normalise_audio(audio: np.ndarray | Tensor) -> Tensor:
@@ -167,9 +174,34 @@ class AudioEncoder(nn.Module):
         x = self.feature_projection(x)[0]
         return self.encoder(x).last_hidden_state
 
-    def forward(self, audio: Tensor, n_frames: int) -> Tensor:
-        """(B, N) normalised 16 kHz audio -> (B, n_frames, hidden)."""
-        return self.encode_features(self.features(audio), n_frames)
+    def forward(
+        self, audio: Tensor, n_frames: int, window: EncoderWindow | None = None
+    ) -> Tensor:
+        """(B, N) normalised 16 kHz audio -> (B, n_frames, hidden).
+
+        With ``window``, audio longer than one window is encoded window by window.
+        """
+        if window is None or n_frames <= window.frames:
+            return self.encode_features(self.features(audio), n_frames)
+        step = window.frames - window.overlap
+        total = weight_sum = None
+        ramp = torch.linspace(0, 1, window.overlap + 2, device=audio.device)[1:-1]
+        for start in range(0, n_frames - window.overlap, step):
+            stop = min(start + window.frames, n_frames)
+            part = audio[..., start * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]
+            encoded = self.encode_features(self.features(part), stop - start)
+            if total is None:
+                shape = (*encoded.shape[:-2], n_frames, encoded.shape[-1])
+                total = torch.zeros(shape, device=audio.device)
+                weight_sum = torch.zeros(n_frames, 1, device=audio.device)
+            weights = torch.ones(stop - start, 1, device=audio.device)
+            if start > 0:
+                weights[: window.overlap, 0] = ramp
+            if stop < n_frames:
+                weights[-window.overlap :, 0] = ramp.flip(0)
+            total[..., start:stop, :] += weights * encoded
+            weight_sum[start:stop] += weights
+        return total / weight_sum
 
 
 class JointEncoder(nn.Module):
@@ -221,23 +253,29 @@ class TemporalEnhancer(nn.Module):
         return self.temporal_lstm(x)[0]
 
 
+def _layer(kind: type[nn.Module], config: DualTalkConfig) -> nn.Module:
+    """One transformer layer over both speakers' features (2 x feature_dim wide)."""
+    return kind(
+        2 * config.feature_dim,
+        config.n_heads,
+        dim_feedforward=config.ff_dim,
+        batch_first=True,
+    )
+
+
 class InteractionModule(nn.Module):
     """Transformer encoder over both speakers' features, then plain self-attention."""
 
     def __init__(self, config: DualTalkConfig):
         super().__init__()
-        width = 2 * config.feature_dim
-        layer = nn.TransformerEncoderLayer(
-            width, config.n_heads, dim_feedforward=config.ff_dim, batch_first=True
-        )
         self.interaction_encoder = nn.TransformerEncoder(
-            layer,
+            _layer(nn.TransformerEncoderLayer, config),
             config.n_interaction_layers,
             norm=None,
             enable_nested_tensor=False,
         )
         self.self_attention = nn.MultiheadAttention(
-            width, config.n_heads, batch_first=True
+            2 * config.feature_dim, config.n_heads, batch_first=True
         )
         self.dropout = nn.Dropout(0.5)
 
@@ -255,11 +293,10 @@ class SynthesisModule(nn.Module):
     def __init__(self, config: DualTalkConfig):
         super().__init__()
         width = 2 * config.feature_dim
-        layer = nn.TransformerDecoderLayer(
-            width, config.n_heads, dim_feedforward=config.ff_dim, batch_first=True
-        )
         self.synthesis_decoder = nn.TransformerDecoder(
-            layer, config.n_decoder_layers, norm=None
+            _layer(nn.TransformerDecoderLayer, config),
+            config.n_decoder_layers,
+            norm=None,
         )
         self.modulation_layer = nn.Linear(width, width)
         self.blendshape_predictor = nn.Linear(width, config.blendshape_dim)
@@ -282,13 +319,16 @@ class DualTalkModel(nn.Module):
         self.interaction_module = InteractionModule(self.config)
         self.synthesis_module = SynthesisModule(self.config)
 
-    def encode_audio(self, audio1: Tensor, audio2: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_audio(
+        self, audio1: Tensor, audio2: Tensor, window: EncoderWindow | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Normalised (B,N1), (B,N2) -> (B,T,hidden) each, T = ceil(N1 / 640).
-        audio2 is stretched to audio1's frame count, as in the released model."""
-        n_frames = n_frames_for_audio(audio1.shape[-1])
+        audio2 is stretched to audio1's frame count, as in the released model.
+        ``window``: encode long audio in windows (see EncoderWindow)."""
+        n_frames = n_frames_for(audio1.shape[-1])
         return (
-            self.joint_encoder.audio_encoder1(audio1, n_frames),
-            self.joint_encoder.audio_encoder2(audio2, n_frames),
+            self.joint_encoder.audio_encoder1(audio1, n_frames, window),
+            self.joint_encoder.audio_encoder2(audio2, n_frames, window),
         )
 
     def forward(
@@ -314,10 +354,16 @@ class DualTalkModel(nn.Module):
         x = self.interaction_module(torch.cat([a1, partner], dim=-1))
         return self.synthesis_module(x)
 
-    def predict(self, audio1: Tensor, audio2: Tensor, partner_motion: Tensor) -> Tensor:
+    def predict(
+        self,
+        audio1: Tensor,
+        audio2: Tensor,
+        partner_motion: Tensor,
+        window: EncoderWindow | None = None,
+    ) -> Tensor:
         """Normalised raw audio (B,N1), (B,N2), partner motion (B,T2,56)
         -> (B, ceil(N1/640), 56)."""
-        return self(*self.encode_audio(audio1, audio2), partner_motion)
+        return self(*self.encode_audio(audio1, audio2, window), partner_motion)
 
 
 @contextlib.contextmanager

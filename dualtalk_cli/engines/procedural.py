@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import find_peaks
 
+from dualtalk_cli.audio import FPS, SAMPLE_RATE
 from dualtalk_cli.engines.base import Engine
 from dualtalk_cli.motion import ARKIT_INDEX, N_ARKIT, N_EXPRESSION, N_SHAPE, Motion
 
-SAMPLE_RATE = 16_000
 ANALYSIS_RATE = 100.0  # feature frames per second
 HOP = 160  # samples between analysis frames (10 ms)
 WINDOW = 400  # analysis window (25 ms)
@@ -111,7 +111,7 @@ class ProceduralEngine(Engine):
         audio_b: np.ndarray,
         *,
         n_frames: int,
-        frames_per_second: float = 25.0,
+        frames_per_second: float = FPS,
         seed: int = 0,
     ) -> tuple[Motion, Motion]:
         """Motion for A (left, facing +x) and B (right, facing -x)."""
@@ -144,7 +144,7 @@ def detect_speech(
     own: np.ndarray,
     partner: np.ndarray | None,
     n_frames: int,
-    frames_per_second: float = 25.0,
+    frames_per_second: float = FPS,
 ) -> np.ndarray:
     """(n_frames,) bool: where the person on the 16 kHz track ``own`` speaks.
 

@@ -1,30 +1,14 @@
-"""Head registry: adding a head is one module and one line in ``HEADS``."""
+"""The heads: each turns a speaker's motion into mesh vertices.
 
-from __future__ import annotations
+Adding one is a module here and a line in ``registry.IMPLEMENTATIONS``.
+"""
 
 from dualtalk_cli.errors import HeadUnavailable
 from dualtalk_cli.heads.base import Head
 from dualtalk_cli.registry import Registry
 
-# In order of preference: "auto" takes the first one that can be used here.
-HEADS = Registry(
-    "head",
-    {
-        "flame": "dualtalk_cli.heads.flame:FlameHead",
-        "builtin": "dualtalk_cli.heads.builtin:BuiltinHead",
-    },
-    HeadUnavailable,
-)
-
-
-def available_heads() -> dict[str, str | None]:
-    """Each head's name, mapped to None when usable or to why it is not."""
-    return HEADS.available()
-
-
-def load_head(name: str = "auto", **options: object) -> Head:
-    """The head called ``name``; "auto" picks the best one usable here."""
-    return HEADS.load(name, **options)
-
+HEADS = Registry("head", HeadUnavailable)
+load_head = HEADS.load  # load_head("builtin"), or with a HeadOptions
+available_heads = HEADS.available  # name -> None, or why it cannot be used
 
 __all__ = ["Head", "HEADS", "available_heads", "load_head"]

@@ -15,12 +15,12 @@ or turn the eyes twice.
 from __future__ import annotations
 
 import functools
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from dualtalk_cli.arrays import read_arrays
 from dualtalk_cli.errors import HeadUnavailable
 from dualtalk_cli.heads.base import Head
 from dualtalk_cli.heads.lbs import lbs
@@ -49,12 +49,7 @@ _BLINK_RIGHT = ARKIT_NAMES.index("eyeBlinkRight")
 @functools.lru_cache(maxsize=4)
 def load_asset(path: Path = ASSET) -> dict[str, np.ndarray]:
     """The asset's arrays, read once per path and checked; raises HeadUnavailable."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        reason = f"cannot read the built-in head ({error})"
-        raise HeadUnavailable(reason, path) from error
+    arrays = read_arrays(path, HeadUnavailable, "built-in head file")
     version = int(arrays.get("format_version", -1))
     if version != FORMAT_VERSION:
         raise HeadUnavailable(f"head format {version}, expected {FORMAT_VERSION}", path)
@@ -78,7 +73,7 @@ def load_asset(path: Path = ASSET) -> dict[str, np.ndarray]:
     return arrays
 
 
-def unavailable_reason(**options: object) -> str | None:
+def unavailable_reason() -> str | None:
     """None, or why the built-in head cannot be loaded (a broken install)."""
     try:
         load_asset()
@@ -92,8 +87,7 @@ class BuiltinHead(Head):
 
     name = "builtin"
 
-    def __init__(self, **options: object) -> None:
-        # Options meant for other heads (such as a FLAME file) do not apply here.
+    def __init__(self) -> None:
         data = load_asset()
         self._rest = data["vertices"]
         self._faces = data["faces"]

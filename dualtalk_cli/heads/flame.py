@@ -19,12 +19,12 @@ import hashlib
 import io
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dualtalk_cli.arrays import NPY_KEY, read_arrays
 from dualtalk_cli.errors import HeadUnavailable
 from dualtalk_cli.heads.base import Head
 from dualtalk_cli.heads.lbs import lbs
@@ -33,8 +33,9 @@ from dualtalk_cli.motion import Motion
 N_VERTICES = 5023
 N_FACES = 9976
 N_JOINTS = 5  # root, neck, jaw, left eye, right eye
-N_SHAPE = 300
-N_EXPRESSION = 100
+# FLAME's own bases, apart from DualTalk's 50 expressions and 100 stored shapes.
+FLAME_SHAPES = 300
+FLAME_EXPRESSIONS = 100
 N_POSE_FEATURES = 9 * (N_JOINTS - 1)  # flattened (R - I) of every non-root joint
 FLAME_2020 = "FLAME 2020"
 
@@ -249,11 +250,7 @@ def _plain(value: object) -> object:
 def _read_arrays(path: Path, data: bytes) -> dict[str, object]:
     """The file's top-level dict, from an .npz or a pickle; raises HeadUnavailable."""
     if data[:4] == b"PK\x03\x04":
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                return {key: npz[key] for key in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-            raise HeadUnavailable(f"not a readable .npz file ({error})", path) from None
+        return read_arrays(path, HeadUnavailable, ".npz file", io.BytesIO(data))
     try:
         content = _FlameUnpickler(io.BytesIO(data), encoding="latin1").load()
     except ForbiddenGlobal as error:
@@ -314,7 +311,7 @@ def _release(arrays: dict[str, object], digest: str, path: Path, n_basis: int) -
         return "FLAME 2023 Open"
     if "2023" in name:
         return "FLAME 2023"
-    if n_basis == N_SHAPE + N_EXPRESSION:
+    if n_basis == FLAME_SHAPES + FLAME_EXPRESSIONS:
         return FLAME_2020
     return "unknown"
 
@@ -330,7 +327,7 @@ def _load_cached(path: Path, mtime_ns: int) -> FlameModel:
     faces = _get(arrays, "f", path, (N_FACES, 3))
     if faces.min() < 0 or faces.max() >= N_VERTICES or np.any(faces % 1):
         raise HeadUnavailable(f"'f' holds indices outside 0..{N_VERTICES - 1}", path)
-    shapedirs = _get(arrays, "shapedirs", path, (N_VERTICES, 3, f">={N_SHAPE}"))
+    shapedirs = _get(arrays, "shapedirs", path, (N_VERTICES, 3, f">={FLAME_SHAPES}"))
     if "posedirs" in arrays:
         posedirs = _get(arrays, "posedirs", path, (N_VERTICES, 3, N_POSE_FEATURES))
         # SMPL/FLAME layout: one row per pose feature over the flattened vertices.
@@ -354,14 +351,14 @@ def _load_cached(path: Path, mtime_ns: int) -> FlameModel:
             path,
         )
     n_basis = shapedirs.shape[2]
-    exprdirs = np.zeros((N_VERTICES, 3, N_EXPRESSION))
-    extra = shapedirs[:, :, N_SHAPE : N_SHAPE + N_EXPRESSION]
+    exprdirs = np.zeros((N_VERTICES, 3, FLAME_EXPRESSIONS))
+    extra = shapedirs[:, :, FLAME_SHAPES : FLAME_SHAPES + FLAME_EXPRESSIONS]
     exprdirs[:, :, : extra.shape[2]] = extra
     release = _release(arrays, hashlib.sha256(data).hexdigest(), path, n_basis)
     model = FlameModel(
         v_template=v_template,
         faces=faces.astype(np.int32),
-        shapedirs=np.ascontiguousarray(shapedirs[:, :, :N_SHAPE]),
+        shapedirs=np.ascontiguousarray(shapedirs[:, :, :FLAME_SHAPES]),
         exprdirs=exprdirs,
         posedirs=np.ascontiguousarray(posedirs),
         J_regressor=regressor,
@@ -397,16 +394,11 @@ def load_eyelids(path: str | os.PathLike) -> np.ndarray:
     path = Path(path).expanduser()
     if not path.is_file():
         raise HeadUnavailable("eyelid blendshapes file not found", path)
-    try:
-        with open(path, "rb") as file:
-            loaded = np.load(file, allow_pickle=False)
-            if isinstance(loaded, np.lib.npyio.NpzFile):
-                deltas = np.stack([loaded[key] for key in loaded.files])
-            else:
-                deltas = np.asarray(loaded)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        reason = f"not a readable .npy/.npz file ({error})"
-        raise HeadUnavailable(reason, path) from None
+    arrays = read_arrays(path, HeadUnavailable, ".npy/.npz file")
+    if NPY_KEY in arrays:
+        deltas = arrays[NPY_KEY]
+    else:
+        deltas = np.stack(list(arrays.values()))
     if deltas.shape != (2, N_VERTICES, 3) or not np.issubdtype(deltas.dtype, np.number):
         raise HeadUnavailable(
             f"eyelid blendshapes have shape {deltas.shape}, expected (2, 5023, 3)", path
@@ -415,7 +407,8 @@ def load_eyelids(path: str | os.PathLike) -> np.ndarray:
 
 
 def unavailable_reason(
-    flame: str | os.PathLike | None = None, **options: object
+    flame: str | os.PathLike | None = None,
+    flame_eyelids: str | os.PathLike | None = None,
 ) -> str | None:
     """None when a FLAME model is found and loads, else why not, in one line."""
     try:
@@ -440,7 +433,6 @@ class FlameHead(Head):
         self,
         flame: str | os.PathLike | None = None,
         flame_eyelids: str | os.PathLike | None = None,
-        **options: object,
     ) -> None:
         path = find_flame_model(flame)
         if path is None:
@@ -452,9 +444,9 @@ class FlameHead(Head):
         # Flattened float32 bases: float32 matmuls are twice as fast and stay
         # within 1e-6 m of float64 at FLAME's scale.
         self._template = model.v_template.reshape(n)
-        self._shape_basis = model.shapedirs.reshape(n, N_SHAPE)
+        self._shape_basis = model.shapedirs.reshape(n, FLAME_SHAPES)
         self._expr_basis = np.ascontiguousarray(
-            model.exprdirs.reshape(n, N_EXPRESSION).T, np.float32
+            model.exprdirs.reshape(n, FLAME_EXPRESSIONS).T, np.float32
         )
         self._pose_basis = model.posedirs.astype(np.float32)
         # Joints are linear in the mesh, so regress the bases once, not each frame.
@@ -497,12 +489,12 @@ class FlameHead(Head):
         """(stop - start, 5023, 3) float32 vertices for frames ``start:stop``."""
         frames = slice(start, motion.n_frames if stop is None else stop)
         # Identity is row 0 for every frame, as DualTalk's renderer does.
-        shape = np.zeros(N_SHAPE)
-        row = np.asarray(motion.shape[0, :N_SHAPE], np.float64)
+        shape = np.zeros(FLAME_SHAPES)
+        row = np.asarray(motion.shape[0, :FLAME_SHAPES], np.float64)
         shape[: row.size] = row
         mesh, joints = self._shaped(shape)
-        exp = np.zeros((len(motion.exp[frames]), N_EXPRESSION), np.float32)
-        exp[:, : motion.exp.shape[1]] = motion.exp[frames, :N_EXPRESSION]
+        exp = np.zeros((len(motion.exp[frames]), FLAME_EXPRESSIONS), np.float32)
+        exp[:, : motion.exp.shape[1]] = motion.exp[frames, :FLAME_EXPRESSIONS]
         n_frames = len(exp)
         offsets = exp @ self._expr_basis
         joints = joints + np.einsum("jck,tk->tjc", self._joint_expr, exp)

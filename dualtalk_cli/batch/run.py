@@ -1,0 +1,100 @@
+"""``run_batch``: check once, skip what is complete, hand the rest to a runner."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dualtalk_cli.animation import check_follows_partner, describe_setup
+from dualtalk_cli.batch.clips import Clip
+from dualtalk_cli.batch.report import BatchSummary, ClipEvent
+from dualtalk_cli.batch.runners import Task, run_here, run_in_processes
+from dualtalk_cli.batch.work import BatchOptions, clip_plan
+from dualtalk_cli.engines import ENGINES
+from dualtalk_cli.heads import load_head
+from dualtalk_cli.options import needs_head, refuse_unused, unused_with_partner
+from dualtalk_cli.outputs import prepare_folder
+from dualtalk_cli.writers import Progress
+
+
+def run_batch(
+    clips: Sequence[Clip],
+    out_dir: str | Path,
+    options: BatchOptions = BatchOptions(),
+    *,
+    on_event: Callable[[ClipEvent], None] | None = None,
+    progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> BatchSummary:
+    """Animate ``clips`` into ``out_dir/<clip>/``; failures are reported, not raised.
+
+    Problems with the whole batch (an option it cannot honour, an unusable
+    output folder, no renderer, an engine that cannot load) raise a
+    DualtalkError before any clip is touched. A KeyboardInterrupt stops the
+    batch; the summary says so.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    engine_name = check_batch(out_dir, options)
+    summary = BatchSummary(total=len(clips))
+    said: set[str] = set()
+
+    def report(event: ClipEvent) -> None:
+        summary.record(event)
+        for note in event.notes:
+            if note not in said and notify:
+                said.add(note)
+                notify(note)
+        if on_event:
+            on_event(event)
+        if progress and event.event != "start":
+            progress("clips", summary.finished, summary.total)
+
+    tasks: list[Task] = []
+    for index, clip in enumerate(clips, start=1):
+        task = Task(clip, index, len(clips))
+        if clip.problem:
+            report(task.event("failed", message=clip.problem))
+        elif (
+            not options.output.overwrite
+            and clip_plan(clip, out_dir, options).is_complete()
+        ):
+            report(task.event("skipped", message="outputs complete"))
+        else:
+            tasks.append(task)
+    try:
+        if tasks and options.jobs <= 1:
+            run_here(tasks, out_dir, options, report, progress, notify)
+        elif tasks:
+            # Fail in this process, once, when the head cannot be used at all.
+            wanted = needs_head(options.formats)
+            head = load_head(options.output.head) if wanted else None
+            setup = describe_setup(options.compute.engine, engine_name, head)
+            if notify:
+                notify(f"{setup}; {min(options.jobs, len(tasks))} processes")
+            run_in_processes(tasks, out_dir, options, report)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def check_batch(out_dir: Path, options: BatchOptions) -> str:
+    """The checks that stop a batch before any clip; returns the engine's name."""
+    engine = options.compute.engine
+    if options.given_partner:
+        mode = "--given-partner"
+        refuse_unused(mode, unused_with_partner(options.compute, options.output))
+        check_follows_partner(engine, mode)
+    else:
+        options.output.check_used(options.formats)
+    if any(options.compute.shapes):
+        refuse_unused("batch", ["identities (give them per clip in a manifest)"])
+    engine_name = ENGINES.resolve(engine.name, **engine.settings())
+    prepare_folder(out_dir)
+    if "mp4" in options.formats:
+        from dualtalk_cli.render import check_renderer
+
+        check_renderer()
+    return engine_name

@@ -1,0 +1,133 @@
+"""The work on one clip of a batch: the one code path every runner calls."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dualtalk_cli.animation import Animator, animate, animate_with_partner
+from dualtalk_cli.batch.clips import Clip
+from dualtalk_cli.batch.report import ClipEvent
+from dualtalk_cli.errors import DualtalkError, first_line
+from dualtalk_cli.options import ComputeOptions, OutputOptions, needs_head
+from dualtalk_cli.outputs import OutputPlan
+from dualtalk_cli.writers import Progress
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How every clip of a batch is animated, and how the batch runs."""
+
+    compute: ComputeOptions = ComputeOptions()
+    output: OutputOptions = OutputOptions()  # overwrite: redo complete clips too
+    # The paper's test protocol: each speaker predicted given the partner's
+    # ground-truth motion (<clip>_speakerK.npz beside the audio); NPZ only.
+    given_partner: bool = False
+    jobs: int = 1  # conversations worked on at once, in separate processes
+    debug: bool = False  # stop at the first failing clip, with its traceback
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return ("npz",) if self.given_partner else self.output.chosen_formats()
+
+
+def clip_plan(clip: Clip, out_dir: Path, options: BatchOptions) -> OutputPlan:
+    """Every output of ``clip``, in ``out_dir/<clip>/`` as ``animate`` names them."""
+    audio = (clip.audio_a, clip.audio_b)
+    return OutputPlan.for_audio(Path(out_dir) / clip.name, audio, options.formats)
+
+
+def partner_motion_files(clip: Clip) -> tuple[Path, Path]:
+    """The ground-truth NPZ beside each speaker's audio, for ``given_partner``."""
+    if clip.audio_b is None:
+        raise DualtalkError(
+            "is one stereo file; the partner's motion needs "
+            "<clip>_speaker1/_speaker2 audio with NPZ files beside it",
+            clip.audio_a,
+        )
+    files = (clip.audio_a.with_suffix(".npz"), clip.audio_b.with_suffix(".npz"))
+    for path in files:
+        if not path.is_file():
+            raise DualtalkError("not found (the partner's ground-truth motion)", path)
+    return files
+
+
+class ClipWorker:
+    """Animates clips one at a time with an engine and a head loaded once."""
+
+    def __init__(self, out_dir: Path, options: BatchOptions) -> None:
+        self.out_dir = Path(out_dir)
+        self.options = options
+        head = options.output.head if needs_head(options.formats) else None
+        self.animator = Animator.load(options.compute.engine, head)
+
+    def run(
+        self, clip: Clip, index: int, total: int, progress: Progress | None = None
+    ) -> ClipEvent:
+        """Animate ``clip``; its errors become a failed event, never an exception."""
+        started = time.perf_counter()
+        plan = clip_plan(clip, self.out_dir, self.options)
+        plan.remove_leftovers()
+        # An interrupted clip has some outputs already: redone with the rest.
+        redo = self.options.output.overwrite or plan.any_exists()
+        notes: list[str] = []
+        try:
+            if self.options.given_partner:
+                outputs = self._given_partners(clip, plan.out_dir, redo)
+            else:
+                outputs = animate(
+                    clip.audio_a,
+                    clip.audio_b,
+                    out_dir=plan.out_dir,
+                    compute=replace(self.options.compute, shapes=clip.shapes),
+                    output=replace(self.options.output, overwrite=redo),
+                    animator=self.animator,
+                    progress=progress,
+                    notify=notes.append,
+                ).outputs
+        except Exception as error:  # a bug on one clip must not lose the others
+            if self.options.debug:
+                raise
+            _remove_if_empty(plan.out_dir)
+            message = str(error)
+            if not isinstance(error, DualtalkError):
+                message = f"internal error: {type(error).__name__}: {first_line(error)}"
+            return ClipEvent("failed", clip.name, index, total, message=message)
+        return ClipEvent(
+            "done",
+            clip.name,
+            index,
+            total,
+            seconds=round(time.perf_counter() - started, 3),
+            outputs=tuple(str(path) for path in outputs),
+            notes=tuple(notes),
+        )
+
+    def _given_partners(self, clip: Clip, folder: Path, redo: bool) -> list[Path]:
+        """Each speaker's NPZ from both tracks and the other's ground-truth motion."""
+        motion_a, motion_b = partner_motion_files(clip)
+        assert clip.audio_b is not None  # a stereo clip has no partner files
+        outputs = []
+        for own, other, partner, shape in (
+            (clip.audio_a, clip.audio_b, motion_b, clip.shapes[0]),
+            (clip.audio_b, clip.audio_a, motion_a, clip.shapes[1]),
+        ):
+            outputs.append(
+                animate_with_partner(
+                    (own, other),
+                    partner,
+                    out_dir=folder,
+                    compute=replace(self.options.compute, shapes=(shape, None)),
+                    output=OutputOptions(overwrite=redo),
+                    engine=self.animator.engine,
+                )
+            )
+        return outputs
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only succeeds when nothing was written
+    except OSError:
+        pass

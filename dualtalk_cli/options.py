@@ -1,0 +1,165 @@
+"""The options of a run, as typed, frozen objects built once and passed whole.
+
+``ComputeOptions`` says what to compute (the engine and its settings, frame rate,
+seed, identities); ``OutputOptions`` what to write (formats, video size, the head
+that shows the motion, replacing). ``None`` means "not given": the mode's
+default applies, and an option that is given where it has no effect is refused.
+All of them pickle, so ``batch`` hands them to worker processes as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from dualtalk_cli.audio import FPS_RANGE
+from dualtalk_cli.errors import OptionError
+from dualtalk_cli.outputs import LAYOUT
+
+FORMATS = tuple(LAYOUT)  # every output format, in the order written
+DEFAULT_FORMATS = ("npz", "obj", "mp4")
+MESH_FORMATS = ("obj", "mp4")  # the formats drawn by a head
+DEFAULT_SIZE = 512  # pixels per head in the video, square
+
+PathLike = str | os.PathLike
+
+
+def _given(options: object, skip: tuple[str, ...] = ("name",)) -> dict[str, object]:
+    """The fields of a dataclass that were given (not None), by name."""
+    return {
+        field.name: getattr(options, field.name)
+        for field in fields(options)  # type: ignore[arg-type]
+        if field.name not in skip and getattr(options, field.name) is not None
+    }
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which engine computes the motion, and its settings (None: its default)."""
+
+    name: str = "auto"  # auto, or a name from the engine registry
+    weights: Path | None = None  # DualTalk: the checkpoint
+    device: str | None = None  # DualTalk: cpu, cuda, cuda:1 ...
+    passes: int | None = None  # DualTalk: alternating passes
+
+    def settings(self) -> dict[str, object]:
+        """The settings given, as the engine's constructor takes them."""
+        return _given(self)
+
+    @property
+    def chosen(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class HeadOptions:
+    """Which head shows the motion, and the files it needs (None: not given)."""
+
+    name: str = "auto"  # auto, builtin or flame
+    flame: Path | None = None  # the user's FLAME model file
+    flame_eyelids: Path | None = None  # optional (2, 5023, 3) blendshapes
+
+    def settings(self) -> dict[str, object]:
+        """The settings given, as the head's constructor takes them."""
+        return _given(self)
+
+    @property
+    def chosen(self) -> str:
+        """The head asked for: an explicit FLAME file means the FLAME head."""
+        return "flame" if self.name == "auto" and self.flame else self.name
+
+
+@dataclass(frozen=True)
+class ComputeOptions:
+    """What to compute: engine, frame rate, seed and each speaker's identity."""
+
+    engine: EngineOptions = EngineOptions()
+    frames_per_second: float | None = None  # None: 25, or the partner's rate
+    seed: int = 0
+    # Identity files of A and B (NPZ or .npy); None: the mean face.
+    shapes: tuple[PathLike | None, PathLike | None] = (None, None)
+
+    def __post_init__(self) -> None:
+        fps = self.frames_per_second
+        if fps is not None and not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+            low, high = FPS_RANGE
+            raise OptionError(f"--fps must be within {low:g}..{high:g}, not {fps}")
+        if len(self.shapes) != 2:
+            raise OptionError("give one identity (or None) per speaker")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write: formats, the video's size, the head, replacing outputs."""
+
+    formats: tuple[str, ...] | None = None  # None: the mode's default
+    size: int | None = None  # None: DEFAULT_SIZE
+    head: HeadOptions = HeadOptions()
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.formats is not None:
+            unknown = [name for name in self.formats if name not in FORMATS]
+            if unknown:
+                known = ", ".join(FORMATS)
+                raise OptionError(f"unknown output format {unknown[0]!r} ({known})")
+            # A fixed order, so a plan and its outputs do not depend on spelling.
+            ordered = tuple(name for name in FORMATS if name in self.formats)
+            object.__setattr__(self, "formats", ordered)
+        if self.size is not None and (self.size % 2 or not 64 <= self.size <= 4096):
+            raise OptionError(
+                f"--size must be even and within 64..4096 (H.264 needs even frame "
+                f"sizes), not {self.size}"
+            )
+
+    def chosen_formats(self, default: tuple[str, ...] = DEFAULT_FORMATS) -> tuple:
+        """The formats to write: those given, else the mode's ``default``."""
+        return default if self.formats is None else self.formats
+
+    @property
+    def video_size(self) -> int:
+        return DEFAULT_SIZE if self.size is None else self.size
+
+    def check_used(self, formats: tuple[str, ...]) -> None:
+        """Refuse what has no effect when writing ``formats``: never silence."""
+        unused = []
+        if self.size is not None and "mp4" not in formats:
+            unused.append("--size (no video is written)")
+        if self.head != HeadOptions() and not needs_head(formats):
+            unused.append("--head/--flame/--flame-eyelids (no meshes or video)")
+        if unused:
+            raise OptionError(f"{'; '.join(unused)}: these options have no effect")
+
+
+def needs_head(formats: tuple[str, ...]) -> bool:
+    """Whether writing ``formats`` draws meshes, so needs a head."""
+    return bool(set(MESH_FORMATS) & set(formats))
+
+
+def refuse_unused(mode: str, unused: list[str]) -> None:
+    """One line refusing the options ``unused`` that ``mode`` cannot honour."""
+    if unused:
+        raise OptionError(f"{mode} cannot honour {', '.join(unused)}")
+
+
+def unused_with_partner(compute: ComputeOptions, output: OutputOptions) -> list[str]:
+    """Options a prediction from the partner's known motion cannot honour.
+
+    That mode runs the network once per speaker at the partner's frame rate and
+    writes only the predicted speaker's NPZ.
+    """
+    unused = []
+    if compute.engine.passes is not None:
+        unused.append("--passes (one pass, no alternation)")
+    if compute.frames_per_second is not None:
+        unused.append("--fps (the partner motion's frame rate is used)")
+    if compute.shapes[1] is not None:
+        unused.append("--shape-b (only A's motion is written)")
+    if output.head != HeadOptions():
+        unused.append("--head/--flame/--flame-eyelids (no meshes or video)")
+    if output.size is not None:
+        unused.append("--size (no video)")
+    if output.formats not in (None, ("npz",)):
+        unused.append("--no-obj/--no-video (only NPZ is written)")
+    return unused

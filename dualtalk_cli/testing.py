@@ -1,0 +1,178 @@
+"""Builders of small test inputs, shared by the tests and the benchmarks.
+
+Speech-like audio, dialogues written as WAV files, motion with chosen channels,
+DualTalk dataset NPZ files and a synthetic model in FLAME's layout (no FLAME
+data is needed). Nothing here runs at a user's run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from dualtalk_cli.audio import FPS, SAMPLE_RATE
+from dualtalk_cli.motion import ARKIT_INDEX, Motion
+
+FLAME_SIZES = (5023, 9976, 5)  # FLAME's vertices, triangles and joints
+ROOT_PARENT = 4294967295  # as FLAME's kintree_table stores it (uint32 -1)
+POSE_COLUMNS = {"neck_x": 0, "neck_y": 1, "neck_z": 2, "jaw_x": 3, "jaw_y": 4}
+
+
+def voice(
+    seconds: float,
+    turns: list[tuple[float, float]],
+    f0: float = 120.0,
+    rate: int = SAMPLE_RATE,
+    *,
+    level_db: float = -20.0,
+    tilt: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Harmonic 'speech' in ``turns``: 5 Hz syllables and a short stop every 0.7 s.
+
+    ``level_db`` is the RMS while speaking, ``tilt`` how fast harmonics fall
+    off; a quiet room's noise (-75 dBFS) runs throughout.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    pitch = f0 * (1.0 + 0.05 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    highest = min(4000.0, rate / 2)
+    tone = sum(np.sin(h * phase) / h**tilt for h in range(1, 30) if h * f0 < highest)
+    syllables = 0.55 - 0.45 * np.cos(2 * np.pi * 5.0 * t + rng.uniform(0, 6))
+    stops = (t % 0.7) < 0.06
+    active = np.zeros_like(t, bool)
+    for start, end in turns:
+        active |= (t >= start) & (t < end)
+    signal = tone * syllables * ~stops * active
+    rms = np.sqrt(np.mean(signal[active] ** 2)) if active.any() else 1.0
+    noise = 10 ** (-75 / 20) * rng.standard_normal(len(t))
+    return (signal / rms * 10 ** (level_db / 20) + noise).astype(np.float32)
+
+
+def write_dialogue(
+    folder: Path,
+    seconds: float = 4.0,
+    turns_a: list[tuple[float, float]] | None = None,
+    turns_b: list[tuple[float, float]] | None = None,
+    rate: int = SAMPLE_RATE,
+) -> tuple[Path, Path]:
+    """Write a.wav and b.wav: by default A speaks first, then B."""
+    import soundfile
+
+    turns_a = [(0.2, seconds / 2 - 0.3)] if turns_a is None else turns_a
+    turns_b = [(seconds / 2 + 0.1, seconds - 0.2)] if turns_b is None else turns_b
+    path_a, path_b = folder / "a.wav", folder / "b.wav"
+    soundfile.write(path_a, voice(seconds, turns_a, 120, rate, seed=1), rate)
+    soundfile.write(path_b, voice(seconds, turns_b, 210, rate, seed=2), rate)
+    return path_a, path_b
+
+
+def make_motion(
+    n_frames: int = 1,
+    seed: int | None = None,
+    frames_per_second: float = FPS,
+    **channels: float,
+) -> Motion:
+    """Motion made for a test: neutral, random in every channel with ``seed``,
+    then ``channels`` set on every frame.
+
+    Channel names: neck_x/y/z, jaw_x/y, lids (both eyelids), lid_left,
+    lid_right, exp0 .. exp49, or an ARKit name.
+    """
+    base = Motion.neutral(n_frames, frames_per_second, engine="test")
+    arrays = {
+        key: getattr(base, key).copy()
+        for key in ("exp", "pose", "shape", "eyes", "eyelids", "arkit", "speaking")
+    }
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        arrays["shape"][:] = rng.normal(0, 1, base.shape.shape[1])  # one identity
+        for key, spread in (("exp", 1.0), ("pose", 0.3), ("eyes", 0.2)):
+            arrays[key] = rng.normal(0, spread, arrays[key].shape).astype(np.float32)
+        for key in ("eyelids", "arkit"):
+            arrays[key] = rng.uniform(size=arrays[key].shape).astype(np.float32)
+        arrays["speaking"] = rng.uniform(size=n_frames) > 0.5
+    for name, value in channels.items():
+        if name in POSE_COLUMNS:
+            arrays["pose"][:, POSE_COLUMNS[name]] = value
+        elif name == "lids":
+            arrays["eyelids"][:] = value
+        elif name in ("lid_left", "lid_right"):
+            arrays["eyelids"][:, int(name == "lid_right")] = value
+        elif name.startswith("exp") and name[3:].isdigit():
+            arrays["exp"][:, int(name[3:])] = value
+        else:
+            arrays["arkit"][:, ARKIT_INDEX[name]] = value
+    return replace(base, **arrays)
+
+
+def write_dataset_npz(path: Path, n_frames: int = 30, seed: int = 0) -> Path:
+    """A DualTalk dataset NPZ: exp, pose = [neck, jaw], shape, tex, cam, light."""
+    rng = np.random.default_rng(seed)
+    pose = np.zeros((n_frames, 6), np.float32)
+    pose[:, 3] = 0.15 * (1 + np.sin(np.arange(n_frames) / 3))  # jaw opening
+    pose[:, 1] = 0.1  # head turned
+    np.savez(
+        path,
+        exp=rng.normal(0, 0.5, (n_frames, 50)).astype(np.float32),
+        pose=pose,
+        shape=rng.normal(0, 0.5, (n_frames, 100)).astype(np.float32),
+        tex=np.zeros((n_frames, 50), np.float32),
+        cam=np.zeros((n_frames, 3), np.float32),
+        light=np.zeros((n_frames, 9, 3), np.float32),
+    )
+    return path
+
+
+def sphere(n: int, radius: float = 0.1) -> np.ndarray:
+    """(n, 3) points spread evenly over a sphere (a Fibonacci lattice)."""
+    i = np.arange(n) + 0.5
+    y = 1.0 - 2.0 * i / n
+    r = np.sqrt(1.0 - y**2)
+    phi = i * np.pi * (3.0 - np.sqrt(5.0))
+    return radius * np.stack([r * np.cos(phi), y, r * np.sin(phi)], axis=1)
+
+
+def synthetic_flame_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """Arrays laid out as in FLAME's generic_model.pkl, with made-up content:
+    a sphere with a jaw below, two eyes, random shape and pose bases."""
+    n_vertices, n_faces, n_joints = FLAME_SIZES
+    rng = np.random.default_rng(seed)
+    template = sphere(n_vertices)
+    y = template[:, 1]
+    weights = np.zeros((n_vertices, n_joints))
+    weights[:, 0], weights[:, 1] = 0.3, 0.7
+    # The jaw: fully jaw-weighted below y = -0.06, blended up to -0.04.
+    jaw = np.clip((-0.04 - y) / 0.02, 0.0, 1.0)
+    weights[:, :2] *= (1.0 - jaw)[:, None]
+    weights[:, 2] = jaw
+    for joint, side in ((3, 1.0), (4, -1.0)):
+        eye = np.linalg.norm(template - [side * 0.035, 0.03, 0.09], axis=1) < 0.015
+        weights[eye] = 0.0
+        weights[eye, joint] = 1.0
+    # Each joint is the mean of four vertices near where FLAME's joint would be.
+    targets = [[0, -0.1, 0], [0, -0.08, -0.02], [0, -0.05, 0.08]]
+    targets += [[0.035, 0.03, 0.09], [-0.035, 0.03, 0.09]]
+    regressor = np.zeros((n_joints, n_vertices))
+    for joint, target in enumerate(targets):
+        nearest = np.argsort(np.linalg.norm(template - target, axis=1))[:4]
+        regressor[joint, nearest] = 0.25
+    return {
+        "v_template": template,
+        "f": rng.integers(0, n_vertices, (n_faces, 3)).astype(np.uint32),
+        "shapedirs": rng.normal(0.0, 1e-3, (n_vertices, 3, 400)),
+        "posedirs": rng.normal(0.0, 1e-3, (n_vertices, 3, 36)),
+        "J_regressor": regressor,
+        "weights": weights,
+        "kintree_table": np.array([[ROOT_PARENT, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
+        "J": regressor @ template,
+    }
+
+
+def write_synthetic_flame(path: Path, seed: int = 0) -> Path:
+    """``synthetic_flame_arrays`` as a FLAME-format .npz file."""
+    np.savez(path, **synthetic_flame_arrays(seed))
+    return path
