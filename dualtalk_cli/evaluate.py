@@ -482,7 +482,7 @@ def write_report(
     path: str | os.PathLike, text: str, *, overwrite: bool = False
 ) -> Path:
     """Write ``text`` to ``path`` under a temporary name, renamed when complete."""
-    from dualtalk_cli.writers import atomic_file
+    from dualtalk_cli.outputs import atomic_file
 
     path = check_report_path(path, overwrite=overwrite)
     with atomic_file(path) as temporary:
