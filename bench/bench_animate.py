@@ -122,13 +122,21 @@ def timed_process(
     command: list[str], env: dict[str, str] | None = None
 ) -> tuple[float, float]:
     """Wall seconds and the largest process's peak RSS (MB) of one command."""
+    code, wall, peak = measured_process(command, env)
+    if code != 0:
+        raise SystemExit(f"failed: {' '.join(command)}")
+    return wall, peak
+
+
+def measured_process(
+    command: list[str], env: dict[str, str] | None = None, **options
+) -> tuple[int, float, float]:
+    """Exit code, wall seconds and peak RSS (MB) of one command's largest process."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, **options)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}")
-    return wall, usage.ru_maxrss / 1024
+    return os.waitstatus_to_exitcode(status), wall, usage.ru_maxrss / 1024
 
 
 def main() -> None:

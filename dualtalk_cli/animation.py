@@ -36,7 +36,7 @@ from dualtalk_cli.options import (
     refuse_unused,
     unused_with_partner,
 )
-from dualtalk_cli.outputs import OutputPlan
+from dualtalk_cli.outputs import OutputPlan, OutputTransaction, distinct_stems
 from dualtalk_cli.writers import Progress, write_outputs
 
 Notify = Callable[[str], None]
@@ -113,37 +113,36 @@ def animate(
     """
     formats = output.chosen_formats(DEFAULT_FORMATS)
     output.check_used(formats)
-    plan = OutputPlan.for_audio(out_dir, (audio_a, audio_b), formats)
-    # Every check before any work, so a clash fails in a second, not minutes.
-    plan.prepare(output.overwrite)
-    if "mp4" in formats:
-        from dualtalk_cli.render import check_renderer
-
-        check_renderer()
     if animator is not None and animator.head is None and needs_head(formats):
         raise OptionError("the animator has no head, and meshes or video are asked")
-    identities, tracks = _read_inputs((audio_a, audio_b), compute)
-    if progress:
-        progress("audio", 1, 1)
-    loaded_here = animator is None
-    if animator is None:
-        animator = Animator.load(
-            compute.engine, output.head if needs_head(formats) else None
-        )
-        # Every input is checked by now, so an error stays the only line printed.
-        _say(notify, animator.description)
-    head = animator.head
-    conversation = _run_engine(animator.engine, tracks, compute, identities)
-    if "mp4" in formats:
-        conversation = replace(conversation, audio=stereo(*tracks))
-    del tracks  # the stereo copy is all the video needs
-    if loaded_here:
-        del animator  # a network holds gigabytes that rendering does not need
-    _release_memory()
-    if progress:
-        progress("engine", 1, 1)
-    _say_notes(head, conversation.motions, notify)
-    outputs = write_outputs(plan, output, conversation, head, progress)
+    plan = OutputPlan.for_audio(out_dir, (audio_a, audio_b), formats)
+    # Every check before any work, so a clash fails in a second, not minutes.
+    with plan.writing(output.overwrite) as transaction:
+        if "mp4" in formats:
+            from dualtalk_cli.render import check_renderer
+
+            check_renderer()
+        identities, tracks = _read_inputs((audio_a, audio_b), compute)
+        if progress:
+            progress("audio", 1, 1)
+        loaded_here = animator is None
+        if animator is None:
+            head_options = output.head if needs_head(formats) else None
+            animator = Animator.load(compute.engine, head_options)
+            # Every input is checked by now, so an error stays the only line.
+            _say(notify, animator.description)
+        head = animator.head
+        conversation = _run_engine(animator.engine, tracks, compute, identities)
+        if "mp4" in formats:
+            conversation = replace(conversation, audio=stereo(*tracks))
+        del tracks  # the stereo copy is all the video needs
+        if loaded_here:
+            del animator  # a network holds gigabytes that rendering does not need
+        _release_memory()
+        if progress:
+            progress("engine", 1, 1)
+        _say_notes(head, conversation.motions, notify)
+        outputs = write_outputs(transaction, plan, output, conversation, head, progress)
     return AnimateResult(conversation, outputs)
 
 
@@ -168,16 +167,20 @@ def animate_with_partner(
         check_follows_partner(compute.engine, "--partner-motion")
     plan = OutputPlan.for_audio(out_dir, audio, ("npz",))
     plan = replace(plan, stems=plan.stems[:1])
-    plan.prepare(output.overwrite)
-    (identity, _), (track_a, track_b) = _read_inputs(audio, compute)
-    partner = load_motion(partner_motion)
-    if engine is None:
-        engine = load_engine(compute.engine)
-        _say(notify, f"engine {engine.name}, partner motion from {partner_motion}")
-    motion = engine.animate_with_partner(track_a, track_b, partner, seed=compute.seed)
-    if identity is not None:
-        motion = motion.with_shape(identity)
-    return write_outputs(plan, output, Conversation((motion,)), None)[0]
+    with plan.writing(output.overwrite) as transaction:
+        (identity, _), (track_a, track_b) = _read_inputs(audio, compute)
+        partner = load_motion(partner_motion)
+        if engine is None:
+            engine = load_engine(compute.engine)
+            _say(notify, f"engine {engine.name}, partner motion from {partner_motion}")
+        motion = engine.animate_with_partner(
+            track_a, track_b, partner, seed=compute.seed
+        )
+        if identity is not None:
+            motion = motion.with_shape(identity)
+        conversation = Conversation((motion,))
+        (path,) = write_outputs(transaction, plan, output, conversation, None)
+    return path
 
 
 def check_follows_partner(options: EngineOptions, mode: str) -> None:
@@ -215,14 +218,28 @@ def render_video(
     formats = output.chosen_formats(("mp4",))
     if "mp4" not in formats or "npz" in formats:
         raise OutputError("render writes the video, and OBJ meshes beside it")
-    stems = tuple(Path(path).stem for path in motion_paths)
+    if any(path is not None for path in shapes[len(motion_paths) :]):
+        raise OptionError("an identity was given for a head that is not rendered")
+    stems = distinct_stems(motion_paths)
     plan = OutputPlan(out_path.parent, stems, out_path.stem, formats)
-    plan.prepare(output.overwrite)
+    with plan.writing(output.overwrite) as transaction:
+        return _render_into(transaction, plan, motion_paths, audio_paths, shapes,
+                            output, progress, notify)  # fmt: skip
+
+
+def _render_into(
+    transaction: OutputTransaction,
+    plan: OutputPlan,
+    motion_paths: Sequence[PathLike],
+    audio_paths: Sequence[PathLike],
+    shapes: Sequence[PathLike | None],
+    output: OutputOptions,
+    progress: Progress | None,
+    notify: Notify | None,
+) -> list[Path]:
     from dualtalk_cli.render import check_renderer
 
     check_renderer()
-    if any(path is not None for path in shapes[len(motion_paths) :]):
-        raise OptionError("an identity was given for a head that is not rendered")
     motions = [load_motion(path) for path in motion_paths]
     for index, path in enumerate(shapes):
         if path is not None:
@@ -236,7 +253,7 @@ def render_video(
     _say(notify, f"head {_describe(head)}")
     _say_notes(head, motions, notify)
     conversation = Conversation(tuple(motions), audio)
-    return write_outputs(plan, output, conversation, head, progress)
+    return write_outputs(transaction, plan, output, conversation, head, progress)
 
 
 def _video_audio(paths: Sequence[PathLike], motion: Motion) -> np.ndarray:

@@ -7,6 +7,7 @@ import os
 import struct
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -14,7 +15,10 @@ from dualtalk_cli.errors import AudioError
 
 SAMPLE_RATE = 16000  # Hz, what wav2vec 2.0 and the engines take
 FPS = 25  # frames per second of the DualTalk dataset and its network
-FPS_RANGE = (1.0, 120.0)  # frame rates the tool animates at
+FPS_RANGE = (1.0, 120.0)  # frame rates the tool animates at, and reads
+MIN_SAMPLE_RATE = 4000  # Hz; lower rates hold no intelligible speech
+MAX_SECONDS = 4 * 3600  # the longest conversation the tool takes (4 hours)
+MAX_FRAMES = int(MAX_SECONDS * FPS_RANGE[1])  # the most frames a motion file has
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples of audio per motion frame
 MIN_SECONDS = 0.2  # shorter audio holds too little to animate
 
@@ -30,35 +34,64 @@ def n_frames_for(n_samples: int, frames_per_second: float = FPS) -> int:
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Samples (N, C) float32 at the file's own rate, and that rate; checked."""
+    """Samples (N, C) float32 at the file's own rate, and that rate; checked.
+
+    The header is checked before any sample is decoded, so a file that claims
+    an absurd rate or length is refused at once, without the memory it would
+    take.
+    """
     import soundfile
 
+    from dualtalk_cli.arrays import open_input
+
     path = Path(path)
-    if not path.exists():
-        raise AudioError("file not found", path)
-    if path.is_dir():
-        raise AudioError("is a directory, not an audio file", path)
-    if path.suffix.lower() in (".wav", ".wave"):
-        _check_wav_length(path)
-    try:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        reason = str(error).split(":")[-1].strip() or "unknown format"
-        raise AudioError(f"not a readable audio file ({reason})", path) from None
-    if samples.shape[1] > 2:
-        raise AudioError(
-            f"has {samples.shape[1]} channels; give one mono file per speaker or "
-            "one stereo file",
-            path,
-        )
-    seconds = samples.shape[0] / rate if rate else 0.0
-    if seconds < MIN_SECONDS:
-        raise AudioError(
-            f"is {seconds:.3f} s long; at least {MIN_SECONDS} s is needed", path
-        )
+    # Opened here, not by name in libsndfile: names that are not UTF-8 work too.
+    with open_input(path, AudioError) as file:
+        if path.suffix.lower() in (".wav", ".wave"):
+            _check_wav_length(file, path)
+        sound_errors = (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError)
+        try:
+            info = soundfile.info(file)
+            _check_header(info.samplerate, info.frames, info.channels, path)
+            file.seek(0)
+            samples, rate = soundfile.read(file, dtype="float32", always_2d=True)
+        except sound_errors as error:
+            reason = str(error).split(":")[-1].strip() or "unknown format"
+            raise AudioError(f"not a readable audio file ({reason})", path) from None
+    # Some formats state no length up front: check what was decoded too.
+    _check_header(rate, len(samples), samples.shape[1], path)
     if not np.all(np.isfinite(samples)):
         raise AudioError("holds NaN or infinite samples", path)
     return samples, int(rate)
+
+
+def _check_header(rate: int, frames: int, channels: int, path: Path) -> None:
+    """Refuse, in one line, a rate, length or channel count the tool cannot use."""
+    if channels > 2:
+        raise AudioError(
+            f"has {channels} channels; give one mono file per speaker or one "
+            "stereo file",
+            path,
+        )
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"has a sample rate of {rate} Hz; at least {MIN_SAMPLE_RATE} Hz is needed",
+            path,
+        )
+    seconds = frames / rate
+    if seconds < MIN_SECONDS:
+        shown = f"{seconds:.6f}".rstrip("0").rstrip(".")
+        raise AudioError(
+            f"is {shown} s long ({frames} samples at {rate} Hz); at least "
+            f"{MIN_SECONDS} s is needed",
+            path,
+        )
+    if seconds > MAX_SECONDS:
+        raise AudioError(
+            f"is {seconds / 3600:.1f} h long; at most {MAX_SECONDS // 3600} h "
+            "are animated",
+            path,
+        )
 
 
 def load_audio(path: str | os.PathLike) -> np.ndarray:
@@ -114,13 +147,13 @@ def stereo(track_a: np.ndarray, track_b: np.ndarray) -> np.ndarray:
     return np.stack([track_a, track_b], axis=1).astype(np.float32, copy=False)
 
 
-def _check_wav_length(path: Path) -> None:
+def _check_wav_length(file: BinaryIO, path: Path) -> None:
     """Fail on a WAV whose data chunk is shorter than its header says.
 
     libsndfile reads such a file without complaint, silently dropping the end.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as file:
+    size = os.fstat(file.fileno()).st_size
+    try:
         header = file.read(12)
         if (
             len(header) < 12
@@ -147,3 +180,5 @@ def _check_wav_length(path: Path) -> None:
                     )
                 return
             position += 8 + chunk_size + (chunk_size & 1)
+    finally:
+        file.seek(0)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from dualtalk_cli.errors import DualtalkError, OptionError, first_line
+from dualtalk_cli.errors import DualtalkError, OptionError, describe, one_line
 from dualtalk_cli.options import (
     DEFAULT_FORMATS,
     ComputeOptions,
@@ -104,7 +104,10 @@ PassesOpt = Annotated[
         "--passes", min=1, max=10, help="DualTalk: alternating passes [default: 2]."
     ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of blinks, gaze and sway.")]
+SeedOpt = Annotated[
+    int,
+    typer.Option("--seed", min=0, max=2**64 - 1, help="Seed of blinks, gaze and sway."),
+]
 FpsOpt = Annotated[
     float | None,
     typer.Option("--fps", min=1.0, max=120.0, help="Frames per second [default: 25]."),
@@ -536,7 +539,8 @@ def evaluate_command(
         )
 
         if per_file is not None:  # fail now, not after minutes of scoring
-            check_report_path(per_file, overwrite=overwrite)
+            inputs = (predictions, ground_truth)
+            check_report_path(per_file, overwrite=overwrite, inputs=inputs)
         elif overwrite:
             raise OptionError("--overwrite has no effect without --per-file")
         evaluation = evaluate(predictions, ground_truth, progress=progress, notify=say)
@@ -596,7 +600,7 @@ def _run(
 
             def say(message: str) -> None:
                 if not quiet:
-                    echo(message)
+                    echo(one_line(message))
 
             code = job(progress, say)
         if code:
@@ -613,12 +617,16 @@ def _run(
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except OSError as error:  # the system refused a file: the user's to fix
+        if debug:
+            raise
+        print(f"dualtalk: error: {describe(error)}", file=sys.stderr)
+        raise typer.Exit(2) from None
     except Exception as error:  # a bug: keep it to one line unless --debug
         if debug:
             raise
         print(
-            f"dualtalk: internal error: {type(error).__name__}: {first_line(error)} "
-            "(run again with --debug for the traceback)",
+            f"dualtalk: {describe(error)} (run again with --debug for the traceback)",
             file=sys.stderr,
         )
         raise typer.Exit(1) from None

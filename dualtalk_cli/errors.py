@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import os
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message ("" when it has none)."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def valid_utf8(text: str) -> str:
+    """``text`` with the bytes of a file name that is not UTF-8 shown as \\xNN,
+    so it can be written as UTF-8 (Python keeps such bytes as surrogates)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def one_line(text: str) -> str:
+    """``text`` safe to print as one line of UTF-8: control characters (a
+    newline in a file name, say) escaped, and non-UTF-8 bytes as \\xNN."""
+    return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], valid_utf8(text))
+
+
+def describe(error: BaseException) -> str:
+    """One line for any error: ours as they are, the system's with the file."""
+    if isinstance(error, DualtalkError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        name = error.filename
+        where = f"{os.fsdecode(name)}: " if name is not None else ""
+        return one_line(f"{where}{error.strerror}")
+    if isinstance(error, ValueError) and "null byte" in str(error):
+        return "a file name holds a NUL byte"
+    return one_line(f"internal error: {type(error).__name__}: {first_line(error)}")
 
 
 class DualtalkError(Exception):
@@ -18,7 +46,9 @@ class DualtalkError(Exception):
 
     def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
         self.path = None if path is None else os.fspath(path)
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        if isinstance(self.path, bytes):
+            self.path = os.fsdecode(self.path)
+        super().__init__(one_line(f"{self.path}: {message}" if self.path else message))
 
 
 class AudioError(DualtalkError):

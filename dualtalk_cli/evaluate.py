@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dualtalk_cli.arrays import NPY_KEY, read_arrays
+from dualtalk_cli.audio import MAX_FRAMES
 from dualtalk_cli.errors import EvaluationError, MotionFileError
 from dualtalk_cli.metrics import (
     GROUPS,
@@ -90,8 +91,9 @@ def evaluate(
     ``predictions`` is a file or a folder searched recursively (hidden files
     and folders, such as unfinished outputs, are skipped). ``ground_truth`` is
     a folder of dataset NPZ files ``X_speaker1.npz`` / ``X_speaker2.npz``.
-    Predictions that cannot be paired are left out with one remark each via
-    ``notify``; broken files raise a DualtalkError naming the file.
+    Predictions that cannot be paired or read (a broken file, NaN values) are
+    left out with one remark each via ``notify``; a broken ground-truth file,
+    or a prediction at another frame rate, raises a DualtalkError naming it.
     """
     import sklearn
 
@@ -119,6 +121,7 @@ def evaluate(
 
     ground_truth_cache: dict[Path, tuple[np.ndarray, float]] = {}
     results: list[FileResult] = []
+    broken: list[MotionFileError] = []
     for done, pair in enumerate(pairs, start=1):
         # Both speakers of a clip are adjacent (sorted by name) and share the
         # two ground-truth files, so only the current clip's are kept.
@@ -129,7 +132,11 @@ def evaluate(
         }
         truth, truth_fps = _load_ground_truth(pair.truth, ground_truth_cache)
         partner, _ = _load_ground_truth(pair.partner, ground_truth_cache)
-        prediction = load_prediction(pair.prediction, expected_fps=truth_fps)
+        try:
+            prediction = load_prediction(pair.prediction, expected_fps=truth_fps)
+        except MotionFileError as error:
+            broken.append(error)
+            continue
         lengths = (len(prediction), len(truth), len(partner))
         results.append(
             FileResult(
@@ -143,6 +150,11 @@ def evaluate(
         if progress:
             progress("evaluate", done, len(pairs))
 
+    if not results:  # nothing to score: the first broken file says why
+        raise broken[0]
+    for error in broken:
+        remark(f"left out: {error}")
+    n_left_out += len(broken)
     for message in _summary_notes(results):
         remark(message)
     means, undefined = _average(results)
@@ -252,7 +264,7 @@ def load_prediction(
             )
         return motion.to_network()
 
-    arrays = read_arrays(path, MotionFileError, ".npy file")
+    arrays = read_arrays(path, MotionFileError, ".npy file", max_rows=MAX_FRAMES)
     if NPY_KEY not in arrays:  # a renamed NPZ archive
         raise MotionFileError("is an NPZ archive, expected a .npy array", path)
     array = arrays[NPY_KEY]
@@ -464,18 +476,32 @@ def format_csv(evaluation: Evaluation, per_file: bool = False) -> str:
     return buffer.getvalue()
 
 
-def check_report_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Fail before any scoring if the report cannot be written to ``path``."""
+def check_report_path(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: tuple[str | os.PathLike, ...] = (),
+) -> Path:
+    """Fail before any scoring if the report cannot be written to ``path``, or
+    would replace one of ``inputs`` (the files or folders being scored)."""
     from dualtalk_cli.errors import OutputError
 
     path = Path(path)
     if path.is_dir():
         raise OutputError("is a folder, not a file for the report", path)
+    if path.exists() and any(_within(path, given) for given in inputs):
+        raise OutputError("is one of the files being scored; not replacing it", path)
     if path.exists() and not overwrite:
         raise OutputError("already exists; pass --overwrite to replace it", path)
     if not path.parent.is_dir():
         raise OutputError("folder not found", path.parent)
     return path
+
+
+def _within(path: Path, given: str | os.PathLike) -> bool:
+    """Whether ``path`` is the file ``given`` or lies in the folder ``given``."""
+    path, given = path.resolve(), Path(given).resolve()
+    return path == given or given in path.parents
 
 
 def write_report(

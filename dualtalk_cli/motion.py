@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dualtalk_cli.arrays import NPY_KEY, read_arrays
-from dualtalk_cli.audio import FPS
+from dualtalk_cli.audio import FPS, FPS_RANGE, MAX_FRAMES
 from dualtalk_cli.errors import MotionFileError
 
 FORMAT_VERSION = 1
@@ -49,9 +49,12 @@ N_ARKIT = len(ARKIT_NAMES)
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_NAMES)}
 
 _DATASET_KEYS = ("exp", "pose")
+# What load_motion reads of a file; anything else (the dataset's tex, cam,
+# light) is never decompressed.
+_READ_KEYS = (*_DATASET_KEYS, "shape", "eyes", "eyelids", "arkit", "arkit_names",
+              "speaking", "fps", "engine")  # fmt: skip
 # The DualTalk dataset names each speaker's files <clip>_speaker1 / <clip>_speaker2.
 _SPEAKER_NAME = re.compile(r"^(?P<clip>.+)_speaker(?P<speaker>[12])$")
-_EXTRA_KEYS = ("eyes", "eyelids", "arkit", "speaking")
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,19 +219,14 @@ def load_motion(
     and no speech flags. ``frames_per_second`` applies when the file has no ``fps``.
     """
     path = Path(path)
-    if not path.exists():
-        raise MotionFileError("file not found", path)
-    if path.is_dir():
-        raise MotionFileError("is a directory, not an NPZ file", path)
-    arrays = read_arrays(path, MotionFileError, "NPZ file")
+    arrays = read_arrays(
+        path, MotionFileError, "NPZ file", _READ_KEYS, max_rows=MAX_FRAMES
+    )
     if NPY_KEY in arrays:
         raise MotionFileError("is a .npy array, expected an NPZ file", path)
-
     for key in _DATASET_KEYS:
         if key not in arrays:
-            raise MotionFileError(
-                f"has no '{key}' array (keys: {sorted(arrays)})", path
-            )
+            raise MotionFileError(f"has no '{key}' array", path)
     exp = _float_array(arrays, "exp", path)
     n = exp.shape[0] if exp.ndim == 2 else -1
     if exp.ndim != 2 or exp.shape[1] < N_EXPRESSION or n < 1:
@@ -253,36 +251,39 @@ def load_motion(
 
     names = ARKIT_NAMES
     if "arkit_names" in arrays:
+        if arrays["arkit_names"].dtype.kind not in "US":
+            raise MotionFileError("'arkit_names' must hold names (strings)", path)
         names = tuple(str(x) for x in arrays["arkit_names"].ravel())
-    extras = {
-        "eyes": (6,),
-        "eyelids": (2,),
-        "arkit": (len(names),),
-        "speaking": (),
-    }
+    extras = {"eyes": (6,), "eyelids": (2,), "arkit": (len(names),)}
     values = {}
     for key, width in extras.items():
+        values[key] = np.zeros((n, *width), np.float32)
         if key in arrays:
-            array = arrays[key]
-            if array.shape != (n, *width):
+            values[key] = _float_array(arrays, key, path)
+            if values[key].shape != (n, *width):
                 raise MotionFileError(
-                    f"'{key}' has shape {array.shape}, expected {(n, *width)}", path
+                    f"'{key}' has shape {values[key].shape}, expected {(n, *width)}",
+                    path,
                 )
-            values[key] = array.astype(bool if key == "speaking" else np.float32)
-        else:
-            values[key] = np.zeros(
-                (n, *width), bool if key == "speaking" else np.float32
-            )
+    values["speaking"] = np.zeros(n, bool)
+    if "speaking" in arrays:
+        speaking = arrays["speaking"]
+        if speaking.shape != (n,) or speaking.dtype.kind not in "biuf":
+            raise MotionFileError(f"'speaking' must be {n} flags", path)
+        values["speaking"] = speaking.astype(bool)
     if "arkit" in arrays and names != ARKIT_NAMES:
         values["arkit"] = _reorder_arkit(values["arkit"], names)
-
-    fps = float(arrays["fps"]) if "fps" in arrays else float(frames_per_second or FPS)
-    if not np.isfinite(fps) or fps <= 0:
-        raise MotionFileError(f"'fps' is {fps}, expected a positive number", path)
-    engine = str(arrays["engine"]) if "engine" in arrays else "dataset"
-    for name, array in (("exp", exp), ("pose", pose)):
+    # Every channel a head, writer or renderer uses must be finite.
+    for name, array in (
+        ("exp", exp),
+        ("pose", pose),
+        ("shape", shape),
+        *[(key, values[key]) for key in extras],
+    ):
         if not np.all(np.isfinite(array)):
             raise MotionFileError(f"'{name}' holds NaN or infinite values", path)
+    fps = _frame_rate(arrays, path, frames_per_second)
+    engine = str(arrays["engine"]) if "engine" in arrays else "dataset"
     return Motion(
         exp=np.ascontiguousarray(exp, np.float32),
         pose=np.ascontiguousarray(pose, np.float32),
@@ -291,6 +292,26 @@ def load_motion(
         engine=engine,
         **values,
     )
+
+
+def _frame_rate(
+    arrays: dict[str, np.ndarray], path: Path, default: float | None
+) -> float:
+    """The file's ``fps``: one number within FPS_RANGE (``default`` when absent)."""
+    if "fps" not in arrays:
+        return float(default or FPS)
+    fps = arrays["fps"]
+    if fps.size != 1 or fps.dtype.kind not in "iuf":
+        raise MotionFileError(
+            f"'fps' must be one number, not {fps.dtype} of shape {fps.shape}", path
+        )
+    value = float(fps.ravel()[0])
+    low, high = FPS_RANGE
+    if not low <= value <= high:
+        raise MotionFileError(
+            f"'fps' is {value:g}; frame rates within {low:g}..{high:g} are read", path
+        )
+    return value
 
 
 def _float_array(arrays: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
@@ -318,10 +339,7 @@ def split_speaker_name(stem: str) -> tuple[str, int] | None:
 def load_identity(path: str | os.PathLike) -> np.ndarray:
     """FLAME shape values (up to 300) from an NPZ (``shape`` row 0) or a .npy file."""
     path = Path(path)
-    if not path.is_file():
-        reason = "is a directory" if path.is_dir() else "file not found"
-        raise MotionFileError(reason, path)
-    arrays = read_arrays(path, MotionFileError, ".npy/.npz file")
+    arrays = read_arrays(path, MotionFileError, ".npy/.npz file", ("shape",))
     if NPY_KEY in arrays:
         values = arrays[NPY_KEY]
     elif "shape" in arrays:

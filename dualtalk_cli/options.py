@@ -21,6 +21,7 @@ FORMATS = tuple(LAYOUT)  # every output format, in the order written
 DEFAULT_FORMATS = ("npz", "obj", "mp4")
 MESH_FORMATS = ("obj", "mp4")  # the formats drawn by a head
 DEFAULT_SIZE = 512  # pixels per head in the video, square
+MAX_SEED = 2**64 - 1  # seeds are 64-bit: a larger one would wrap silently
 
 PathLike = str | os.PathLike
 
@@ -87,6 +88,8 @@ class ComputeOptions:
             raise OptionError(f"--fps must be within {low:g}..{high:g}, not {fps}")
         if len(self.shapes) != 2:
             raise OptionError("give one identity (or None) per speaker")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise OptionError(f"--seed must be within 0..{MAX_SEED}, not {self.seed}")
 
 
 @dataclass(frozen=True)

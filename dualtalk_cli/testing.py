@@ -176,3 +176,49 @@ def write_synthetic_flame(path: Path, seed: int = 0) -> Path:
     """``synthetic_flame_arrays`` as a FLAME-format .npz file."""
     np.savez(path, **synthetic_flame_arrays(seed))
     return path
+
+
+def write_npz_bomb(path: Path, key: str, gigabytes: float) -> Path:
+    """A dataset NPZ of 30 frames plus ``key``: gigabytes of zeros that compress
+    to a few megabytes (a decompression bomb)."""
+    import zipfile
+
+    write_dataset_npz(path, 30)
+    with np.load(path) as data:
+        kept = {name: data[name] for name in data.files if name != key}
+    np.savez(path, **kept)
+    n_floats = int(gigabytes * 2**30 / 4)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (n_floats,)}
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_2_0(member, header)
+            block = bytes(1 << 24)
+            for _ in range(n_floats * 4 // len(block)):
+                member.write(block)
+    return path
+
+
+def write_wav_header(path: Path, rate: int, n_samples: int) -> Path:
+    """An 8-bit mono WAV of ``n_samples`` at ``rate`` Hz, as a sparse file (the
+    data are holes: a header can claim hours without using the disk)."""
+    import struct
+
+    header = b"RIFF" + struct.pack("<I", 36 + n_samples) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, rate, rate, 1, 8)
+    header += b"data" + struct.pack("<I", n_samples)
+    with open(path, "wb") as file:
+        file.write(header)
+        file.truncate(len(header) + n_samples)
+    return path
+
+
+def write_pair(folder: Path, clip: str, seconds: float = 1.5, seed: int = 0) -> None:
+    """``<clip>_speaker1.wav`` and ``<clip>_speaker2.wav`` in the dataset's layout:
+    A speaks in the first half, B in the second."""
+    import soundfile
+
+    half = seconds / 2
+    a = voice(seconds, [(0.1, half - 0.1)], 120, seed=seed)
+    b = voice(seconds, [(half + 0.1, seconds - 0.1)], 210, seed=seed + 50)
+    soundfile.write(folder / f"{clip}_speaker1.wav", a, SAMPLE_RATE)
+    soundfile.write(folder / f"{clip}_speaker2.wav", b, SAMPLE_RATE)

@@ -21,7 +21,7 @@ import numpy as np
 
 from dualtalk_cli.audio import SAMPLE_RATE
 from dualtalk_cli.errors import OutputError
-from dualtalk_cli.outputs import temporary_path
+from dualtalk_cli.outputs import OutputTransaction
 
 PRESET = "veryfast"  # x264 preset: ~3x faster than "medium" here, files ~20% larger
 CRF = 20  # x264 constant quality: visually clean for smooth shaded heads
@@ -78,11 +78,13 @@ class VideoWriter:
         height: int,
         frames_per_second: float,
         audio: np.ndarray | None = None,
-        sample_rate: int = SAMPLE_RATE,
         *,
         preset: str = PRESET,
         crf: int = CRF,
+        atomic: bool = True,
     ) -> None:
+        """``audio`` is at SAMPLE_RATE. ``atomic`` False writes straight into
+        ``path``, a temporary that the caller renames (an output transaction)."""
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
         if frames_per_second <= 0:
@@ -94,9 +96,12 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.frames_per_second = float(frames_per_second)
-        self.audio, self.sample_rate = audio, int(sample_rate)
+        self.audio, self.sample_rate = audio, SAMPLE_RATE
         self.preset, self.crf = preset, int(crf)
-        self._partial = temporary_path(self.path)
+        self.atomic = atomic
+        self._transaction = OutputTransaction()  # used when atomic
+        # Where ffmpeg writes; an atomic writer's own temporary once created.
+        self._partial: Path | None = None if atomic else self.path
         self._wav: Path | None = None
         self._log: IO[bytes] | None = None
         self._process: subprocess.Popen | None = None
@@ -127,6 +132,8 @@ class VideoWriter:
     def _start(self) -> None:
         if not self.path.parent.is_dir():
             raise OutputError("its folder does not exist", self.path)
+        if self.atomic:  # a unique name, created exclusively
+            self._partial = self._transaction.file(self.path)
         try:  # fail early, with the OS's reason, if the folder is not writable
             self._partial.open("wb").close()
         except OSError as error:
@@ -197,11 +204,8 @@ class VideoWriter:
             pass
         if self._process.wait() != 0 or self._pipe_error is not None:
             self._raise_ffmpeg_error()
-        try:
-            os.replace(self._partial, self.path)
-        except OSError as error:
-            reason = f"cannot write the video ({error.strerror})"
-            raise OutputError(reason, self.path) from error
+        if self.atomic:
+            self._transaction.commit()
         self._cleanup()
 
     def _raise_ffmpeg_error(self) -> None:
@@ -233,7 +237,10 @@ class VideoWriter:
             except OSError:
                 pass
             self._process.wait()
-        self._partial.unlink(missing_ok=True)
+        if self.atomic:
+            self._transaction.abort()
+        elif self._partial is not None:
+            self._partial.unlink(missing_ok=True)
         self._cleanup()
 
     def _cleanup(self) -> None:

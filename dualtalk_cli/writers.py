@@ -1,7 +1,8 @@
 """Writers: a conversation's motions to NPZ files, OBJ sequences and one MP4.
 
-Each writer takes its paths from the conversation's OutputPlan, writes under a
-temporary name and renames onto the final name only when complete, so a failed
+Each writer takes its paths from the conversation's OutputPlan and writes each
+output under a temporary name from the run's OutputTransaction, which renames
+them all onto their final names only when every writer has finished; a failed
 or interrupted run leaves no partial file and keeps earlier results. A new
 output format is one writer here and one line of ``outputs.LAYOUT``.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from dualtalk_cli.heads.base import Head
 from dualtalk_cli.motion import Conversation
 from dualtalk_cli.options import OutputOptions, needs_head
-from dualtalk_cli.outputs import OutputPlan, atomic_file, atomic_folder
+from dualtalk_cli.outputs import OutputPlan, OutputTransaction, writing_error
 
 # progress(stage, done, total): called as work advances; stage names a writer.
 Progress = Callable[[str, int, int], None]
@@ -30,9 +31,12 @@ class Writer(ABC):
 
     format: ClassVar[str]
 
-    def __init__(self, plan: OutputPlan, options: OutputOptions) -> None:
+    def __init__(
+        self, plan: OutputPlan, options: OutputOptions, transaction: OutputTransaction
+    ) -> None:
         self.paths = plan.paths(self.format)
         self.options = options
+        self.transaction = transaction
 
     @abstractmethod
     def write(
@@ -53,8 +57,8 @@ class NpzWriter(Writer):
     def write(self, conversation, head=None, progress=None, cancelled=None):
         paths = self.paths
         for done, (path, motion) in enumerate(zip(paths, conversation.motions)):
-            with atomic_file(path) as temporary:
-                motion.save(temporary)
+            with writing_error(path):
+                motion.save(self.transaction.file(path))
             if progress:
                 progress("npz", done + 1, len(paths))
         return paths
@@ -71,18 +75,19 @@ class ObjWriter(Writer):
         done = 0
         faces = face_lines(head.faces)
         for path, motion in zip(paths, conversation.motions):
-            with atomic_folder(path) as folder:
-                frame = 0
-                for chunk in head.iter_vertices(motion):
-                    stop_if(cancelled)
+            folder = self.transaction.folder(path)
+            frame = 0
+            for chunk in head.iter_vertices(motion):
+                stop_if(cancelled)
+                with writing_error(path):
                     for vertices in chunk:
                         with open(folder / f"{frame:06d}.obj", "w") as file:
                             file.write(vertex_lines(vertices))
                             file.write(faces)
                         frame += 1
-                    done += len(chunk)
-                    if progress:
-                        progress("obj", done, total)
+                done += len(chunk)
+                if progress:
+                    progress("obj", done, total)
         return paths
 
 
@@ -108,11 +113,12 @@ class Mp4Writer(Writer):
                 vertex_colors=colors,
             ) as renderer,
             VideoWriter(
-                path,
+                self.transaction.file(path),
                 width=size * n_heads,
                 height=size,
                 frames_per_second=conversation.frames_per_second,
                 audio=conversation.audio,
+                atomic=False,  # the transaction renames it with the others
             ) as video,
         ):
             streams = [head.iter_vertices(motion) for motion in conversation.motions]
@@ -133,18 +139,20 @@ WRITERS: dict[str, type[Writer]] = {
 
 
 def write_outputs(
+    transaction: OutputTransaction,
     plan: OutputPlan,
     options: OutputOptions,
     conversation: Conversation,
     head: Head | None,
     progress: Progress | None = None,
 ) -> list[Path]:
-    """Write every format of ``plan``; OBJ writing overlaps rendering in a thread.
+    """Write every format of ``plan`` into ``transaction`` (which commits them);
+    OBJ writing overlaps rendering in a thread.
 
     Drawing and encoding keep the main thread busy, so the OBJ text is
     formatted beside them instead of after them.
     """
-    writers = [WRITERS[name](plan, options) for name in plan.formats]
+    writers = [WRITERS[name](plan, options, transaction) for name in plan.formats]
     if head is None and needs_head(plan.formats):
         raise ValueError(f"writing {plan.formats} needs a head")
     overlap = any(isinstance(writer, Mp4Writer) for writer in writers)
@@ -164,8 +172,8 @@ def write_outputs(
         for writer in writers:
             if overlap and isinstance(writer, ObjWriter):
                 thread = threading.Thread(target=write_in_background, args=(writer,))
+                threads.append(thread)  # first: Ctrl-C may come inside start()
                 thread.start()
-                threads.append(thread)
             else:
                 outputs[writer] = writer.write(conversation, head, progress, cancelled)
     except Cancelled:
@@ -175,7 +183,8 @@ def write_outputs(
         raise
     finally:
         for thread in threads:
-            thread.join()
+            if thread.ident is not None:  # started
+                thread.join()
     for error in errors:
         if not isinstance(error, Cancelled):
             raise error

@@ -19,17 +19,9 @@ from conftest import assert_one_line_error, leftovers, run_cli
 from dualtalk_cli.batch import BatchOptions, clip_plan, find_clips
 from dualtalk_cli.errors import DualtalkError
 from dualtalk_cli.options import ComputeOptions, EngineOptions, OutputOptions
-from dualtalk_cli.testing import voice
+from dualtalk_cli.testing import write_pair
 
 SMALL = ("--size", "64")  # rendering is not what these tests are about
-
-
-def write_pair(folder: Path, clip: str, seconds: float = 1.5, seed: int = 0) -> None:
-    half = seconds / 2
-    a = voice(seconds, [(0.1, half - 0.1)], 120, seed=seed)
-    b = voice(seconds, [(half + 0.1, seconds - 0.1)], 210, seed=seed + 50)
-    soundfile.write(folder / f"{clip}_speaker1.wav", a, 16000)
-    soundfile.write(folder / f"{clip}_speaker2.wav", b, 16000)
 
 
 @pytest.fixture

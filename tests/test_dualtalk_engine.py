@@ -24,7 +24,7 @@ from dualtalk_cli.engines.dualtalk_model import (  # noqa: E402
 )
 from dualtalk_cli.errors import EngineUnavailable  # noqa: E402
 from dualtalk_cli.motion import Motion  # noqa: E402
-from dualtalk_cli.testing import voice, write_dataset_npz  # noqa: E402
+from dualtalk_cli.testing import voice, write_dataset_npz, write_pair  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -215,10 +215,7 @@ def test_batch_with_the_network_in_two_processes(checkpoint, tmp_path):
     folder = tmp_path / "clips"
     folder.mkdir()
     for index in range(2):
-        a = voice(1.5, [(0.1, 0.7)], 120, seed=index)
-        b = voice(1.5, [(0.8, 1.4)], 210, seed=index + 9)
-        soundfile.write(folder / f"c{index}_speaker1.wav", a, 16000)
-        soundfile.write(folder / f"c{index}_speaker2.wav", b, 16000)
+        write_pair(folder, f"c{index}", seed=index)
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     common = ("--weights", checkpoint, "--no-video", "--no-obj", "--engine", "dualtalk")
     one, two = tmp_path / "one", tmp_path / "two"

@@ -266,7 +266,7 @@ def test_the_same_name_twice_is_an_error_naming_both(ground_truth, tmp_path):
     ],
     ids=["width", "1-d", "empty", "dtype", "nan", "garbage"],
 )
-def test_a_bad_npy_is_a_one_line_error_naming_the_file(
+def test_a_bad_npy_is_left_out_with_one_line_naming_the_file(
     ground_truth, tmp_path, content, needle
 ):
     paths = write_npy_predictions(ground_truth, tmp_path / "pred")
@@ -275,11 +275,19 @@ def test_a_bad_npy_is_a_one_line_error_naming_the_file(
         bad.write_bytes(content)
     else:
         np.save(bad, content)
-    with pytest.raises(DualtalkError) as caught:
-        evaluate(tmp_path / "pred", ground_truth)
-    message = str(caught.value)
-    assert str(bad) in message and needle in message
+    remarks = []
+    evaluation = evaluate(tmp_path / "pred", ground_truth, notify=remarks.append)
+    # One broken prediction does not stop the others from being scored.
+    assert evaluation.n_files == 3 and evaluation.n_left_out == 1
+    (message,) = [remark for remark in remarks if str(bad) in remark]
+    assert message.startswith("left out:") and needle in message
     assert "\n" not in message
+    only = tmp_path / "only"
+    only.mkdir()
+    bad.rename(only / bad.name)
+    with pytest.raises(DualtalkError) as caught:  # nothing left to score
+        evaluate(only, ground_truth)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_npz_at_another_frame_rate_is_an_error(ground_truth, tmp_path):

@@ -177,10 +177,11 @@ def test_output_plan_names_and_leftovers(tmp_path):
         "talk_speaker2.npz",
         "talk.mp4",
     ]
-    plan.prepare()
-    (tmp_path / ".a.npz.partial.npz").write_bytes(b"half")
+    plan.check()
+    (tmp_path / ".a.npz.x1y2z3w4.partial.npz").write_bytes(b"half")
     (tmp_path / ".a_b.mp4.partial.mp4").write_bytes(b"half")
-    (tmp_path / ".b.partial").mkdir()
+    (tmp_path / ".b.k9j8h7g6.partial").mkdir()
+    (tmp_path / ".a.npz.0123abcd.previous").write_bytes(b"old")
     (tmp_path / ".unrelated.partial").write_bytes(b"someone else's")
     (tmp_path / "a.npz").write_bytes(b"done")
     plan.remove_leftovers()
@@ -190,8 +191,8 @@ def test_output_plan_names_and_leftovers(tmp_path):
     ]
     assert plan.any_exists() and not plan.is_complete()
     with pytest.raises(DualtalkError, match="--overwrite"):
-        plan.prepare()
-    plan.prepare(overwrite=True)
+        plan.check()
+    plan.check(overwrite=True)
 
 
 def test_render_rejects_a_plan_it_cannot_write(tmp_path):

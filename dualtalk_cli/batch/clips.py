@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dualtalk_cli.errors import DualtalkError
 from dualtalk_cli.motion import split_speaker_name
+from dualtalk_cli.outputs import name_problem
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 MANIFEST_COLUMNS = ("name", "speaker1", "speaker2", "shape1", "shape2")
@@ -148,8 +149,11 @@ def read_manifest(path: str | os.PathLike) -> list[Clip]:
             parsed = split_speaker_name(audio_a.stem)
             name = parsed[0] if parsed and audio_b is not None else audio_a.stem
         problem = None
-        if name in (".", "..") or "/" in name or "\\" in name:
+        unusable = name_problem(name, extra=0)
+        if unusable or "\\" in name:
             problem = f"{path}: line {line}: name {name!r} is not a folder name"
+            if "too long" in unusable:
+                problem += f"; it {unusable}"
         clips.append(
             Clip(
                 name, audio_a, audio_b, (resolve("shape1"), resolve("shape2")), problem

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from dualtalk_cli.errors import valid_utf8
+
 # Exit codes of a batch, for scripts (2, the batch could not start, is any
 # DualtalkError's).
 EXIT_OK = 0
@@ -26,9 +28,14 @@ class ClipEvent:
     notes: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        """One JSON line; empty fields are left out."""
+        """One JSON line of valid UTF-8; empty fields are left out."""
         fields = {k: v for k, v in asdict(self).items() if v is not None and v != ()}
-        return json.dumps(fields, ensure_ascii=False)  # tuples become lists
+        for key, value in fields.items():
+            if isinstance(value, str):
+                fields[key] = valid_utf8(value)
+            elif isinstance(value, tuple):  # a list in JSON
+                fields[key] = [valid_utf8(item) for item in value]
+        return json.dumps(fields, ensure_ascii=False)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dualtalk_cli.batch.work import BatchOptions, clip_plan
 from dualtalk_cli.engines import ENGINES
 from dualtalk_cli.heads import load_head
 from dualtalk_cli.options import needs_head, refuse_unused, unused_with_partner
-from dualtalk_cli.outputs import prepare_folder
+from dualtalk_cli.outputs import locked_folder, prepare_folder
 from dualtalk_cli.writers import Progress
 
 
@@ -51,33 +51,52 @@ def run_batch(
         if progress and event.event != "start":
             progress("clips", summary.finished, summary.total)
 
+    try:
+        # One batch at a time in OUT; each clip's folder is locked as it is done.
+        with locked_folder(out_dir):
+            _run_tasks(clips, out_dir, options, report, engine_name, progress, notify)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_tasks(
+    clips: Sequence[Clip],
+    out_dir: Path,
+    options: BatchOptions,
+    report: Callable[[ClipEvent], None],
+    engine_name: str,
+    progress: Progress | None,
+    notify: Callable[[str], None] | None,
+) -> None:
+    """Skip what is complete, report what cannot run, hand the rest to a runner."""
     tasks: list[Task] = []
     for index, clip in enumerate(clips, start=1):
         task = Task(clip, index, len(clips))
         if clip.problem:
             report(task.event("failed", message=clip.problem))
-        elif (
-            not options.output.overwrite
-            and clip_plan(clip, out_dir, options).is_complete()
-        ):
+        elif not options.output.overwrite and _is_complete(clip, out_dir, options):
             report(task.event("skipped", message="outputs complete"))
         else:
             tasks.append(task)
+    if tasks and options.jobs <= 1:
+        run_here(tasks, out_dir, options, report, progress, notify)
+    elif tasks:
+        # Fail in this process, once, when the head cannot be used at all.
+        wanted = needs_head(options.formats)
+        head = load_head(options.output.head) if wanted else None
+        setup = describe_setup(options.compute.engine, engine_name, head)
+        if notify:
+            notify(f"{setup}; {min(options.jobs, len(tasks))} processes")
+        run_in_processes(tasks, out_dir, options, report)
+
+
+def _is_complete(clip: Clip, out_dir: Path, options: BatchOptions) -> bool:
     try:
-        if tasks and options.jobs <= 1:
-            run_here(tasks, out_dir, options, report, progress, notify)
-        elif tasks:
-            # Fail in this process, once, when the head cannot be used at all.
-            wanted = needs_head(options.formats)
-            head = load_head(options.output.head) if wanted else None
-            setup = describe_setup(options.compute.engine, engine_name, head)
-            if notify:
-                notify(f"{setup}; {min(options.jobs, len(tasks))} processes")
-            run_in_processes(tasks, out_dir, options, report)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    summary.seconds = time.perf_counter() - started
-    return summary
+        return clip_plan(clip, out_dir, options).is_complete()
+    except (OSError, ValueError):
+        return False  # a name the system refuses: the clip's own run says so
 
 
 def check_batch(out_dir: Path, options: BatchOptions) -> str:

@@ -66,7 +66,7 @@ def run_in_processes(
         max_workers=min(options.jobs, len(tasks)),
         mp_context=context,
         initializer=_start_worker,
-        initargs=(out_dir, options, messages),
+        initargs=(out_dir, options, messages, os.getpid()),
     )
 
     def drain() -> None:
@@ -123,7 +123,8 @@ class _WorkerProcess:
             self.error = f"cannot load the engine or head: {error}"
 
     def stop(self, signum: int, frame: Any) -> None:
-        """SIGTERM: a clip under way unwinds through the writers' clean-up."""
+        """SIGTERM (from the parent, or because it died): a clip under way
+        unwinds through the writers' clean-up; an idle worker exits now."""
         self.stopping = True
         if self.busy:
             raise KeyboardInterrupt
@@ -140,23 +141,44 @@ class _WorkerProcess:
             return self.worker.run(task.clip, task.index, task.total)
         finally:
             self.busy = False
+            if self.stopping:
+                os._exit(EXIT_INTERRUPTED)  # cleaned up; nothing more to do
 
 
 _process: _WorkerProcess | None = None  # this worker process's state, set once
 
 
-def _start_worker(out_dir: Path, options: BatchOptions, messages: Any) -> None:
+def _start_worker(
+    out_dir: Path, options: BatchOptions, messages: Any, parent: int
+) -> None:
     global _process
     # The parent decides when to stop: Ctrl-C in the terminal reaches it alone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _process = _WorkerProcess(messages)
+    signal.signal(signal.SIGTERM, _process.stop)  # also while the engine loads
+    # A worker must not outlive its parent, even one killed with SIGKILL: the
+    # kernel sends SIGTERM when the parent dies (checked once more afterwards,
+    # in case it died before this line).
+    _die_with_parent()
+    if os.getppid() != parent:
+        os._exit(EXIT_INTERRUPTED)
     # Share the cores instead of every process using all of them.
     threads = str(max(1, (os.cpu_count() or 1) // options.jobs))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS"):
         os.environ.setdefault(variable, threads)
     messages.put(("pid", os.getpid()))
-    _process = _WorkerProcess(messages)
-    signal.signal(signal.SIGTERM, _process.stop)  # also while the engine loads
     _process.load(out_dir, options)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent process dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's SIGTERM on exit still stops workers
 
 
 def _work_on(task: Task) -> ClipEvent:

@@ -9,7 +9,7 @@ from pathlib import Path
 from dualtalk_cli.animation import Animator, animate, animate_with_partner
 from dualtalk_cli.batch.clips import Clip
 from dualtalk_cli.batch.report import ClipEvent
-from dualtalk_cli.errors import DualtalkError, first_line
+from dualtalk_cli.errors import DualtalkError, describe
 from dualtalk_cli.options import ComputeOptions, OutputOptions, needs_head
 from dualtalk_cli.outputs import OutputPlan
 from dualtalk_cli.writers import Progress
@@ -68,11 +68,11 @@ class ClipWorker:
         """Animate ``clip``; its errors become a failed event, never an exception."""
         started = time.perf_counter()
         plan = clip_plan(clip, self.out_dir, self.options)
-        plan.remove_leftovers()
-        # An interrupted clip has some outputs already: redone with the rest.
-        redo = self.options.output.overwrite or plan.any_exists()
         notes: list[str] = []
         try:
+            # An interrupted clip may have some outputs: redone with the rest.
+            # (animate removes what the interrupted run left, under its lock.)
+            redo = self.options.output.overwrite or plan.any_exists()
             if self.options.given_partner:
                 outputs = self._given_partners(clip, plan.out_dir, redo)
             else:
@@ -90,9 +90,7 @@ class ClipWorker:
             if self.options.debug:
                 raise
             _remove_if_empty(plan.out_dir)
-            message = str(error)
-            if not isinstance(error, DualtalkError):
-                message = f"internal error: {type(error).__name__}: {first_line(error)}"
+            message = describe(error)
             return ClipEvent("failed", clip.name, index, total, message=message)
         return ClipEvent(
             "done",
@@ -129,5 +127,5 @@ class ClipWorker:
 def _remove_if_empty(folder: Path) -> None:
     try:
         folder.rmdir()  # only succeeds when nothing was written
-    except OSError:
+    except (OSError, ValueError):
         pass

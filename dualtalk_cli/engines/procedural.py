@@ -9,10 +9,11 @@ gaze with saccades and a slow head sway run all the time. No learned model.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import find_peaks
+from scipy.signal import butter, find_peaks, sosfilt
 
 from dualtalk_cli.audio import FPS, SAMPLE_RATE
 from dualtalk_cli.engines.base import Engine
@@ -25,6 +26,8 @@ N_FFT = 512
 BAND_HZ = (100.0, 4000.0)  # where speech energy lives; rejects hum and hiss
 SILENCE_DB = -120.0  # energies are clipped here so digital silence stays finite
 CHUNK_HOPS = 4096  # analysis frames per FFT batch, to bound memory
+HIGHPASS_HZ, HIGHPASS_ORDER = 75.0, 8  # below the lowest voices: 50 Hz is -28 dB
+HIGHPASS_WARMUP = 1600  # samples filtered before each chunk, so it starts settled
 
 # Voice activity (levels are band mean-square in dB relative to full scale).
 ABSOLUTE_FLOOR_DB = -55.0  # below this a track never speaks, whatever its noise
@@ -158,6 +161,12 @@ def detect_speech(
     return _frame_mean(mask.astype(np.float64), n_frames, frames_per_second) >= 0.5
 
 
+@functools.cache
+def _highpass() -> np.ndarray:
+    """Second-order sections of the Butterworth high-pass run before analysis."""
+    return butter(HIGHPASS_ORDER, HIGHPASS_HZ, "highpass", fs=SAMPLE_RATE, output="sos")
+
+
 def analyse(audio: np.ndarray, n_hops: int) -> TrackFeatures:
     """Band energy and spectral centroid of a 16 kHz track at 100 Hz."""
     audio = np.asarray(audio, np.float32)
@@ -175,12 +184,19 @@ def analyse(audio: np.ndarray, n_hops: int) -> TrackFeatures:
         count = min(CHUNK_HOPS, n_hops - start)
         # Window k is centred on sample k * HOP; zeros stand in beyond the ends.
         # Copying one chunk at a time keeps a long track from being copied whole.
-        first = start * HOP - WINDOW // 2
-        segment = np.zeros((count - 1) * HOP + WINDOW, np.float32)
+        first = start * HOP - WINDOW // 2 - HIGHPASS_WARMUP
+        segment = np.zeros((count - 1) * HOP + WINDOW + HIGHPASS_WARMUP, np.float32)
         lo, hi = max(first, 0), min(first + len(segment), len(audio))
         if hi > lo:
             segment[lo - first : hi - first] = audio[lo:hi]
+            # Beyond the ends the track holds its first and last value: a DC
+            # offset must not step to zero there, which would sound like a click.
+            segment[: lo - first] = audio[lo]
+            segment[hi - first :] = audio[hi - 1]
         np.nan_to_num(segment, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        # A DC offset, rumble or hum is no voice, yet a window's edges would
+        # leak it into the speech band: filter it out before windowing.
+        segment = sosfilt(_highpass(), segment)[HIGHPASS_WARMUP:].astype(np.float32)
         frames = np.lib.stride_tricks.sliding_window_view(segment, WINDOW)[::HOP]
         chunk = frames * window
         spectrum = np.abs(np.fft.rfft(chunk, N_FFT, axis=1)[:, in_band]) ** 2
@@ -277,7 +293,7 @@ def _animate_speaker(
     fps = frames_per_second
     times = (np.arange(n_frames) + 0.5) / fps
     # Independent streams: more nods in one run do not shift the blinks.
-    streams = np.random.SeedSequence([seed & (2**64 - 1), speaker_index]).spawn(5)
+    streams = np.random.SeedSequence([seed, speaker_index]).spawn(5)
     blink_rng, gaze_rng, sway_rng, nod_rng, smile_rng = (
         np.random.default_rng(s) for s in streams
     )

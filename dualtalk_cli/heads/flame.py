@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualtalk_cli.arrays import NPY_KEY, read_arrays
+from dualtalk_cli.arrays import NPY_KEY, open_input, read_arrays
 from dualtalk_cli.errors import HeadUnavailable
 from dualtalk_cli.heads.base import Head
 from dualtalk_cli.heads.lbs import lbs
@@ -250,7 +250,7 @@ def _plain(value: object) -> object:
 def _read_arrays(path: Path, data: bytes) -> dict[str, object]:
     """The file's top-level dict, from an .npz or a pickle; raises HeadUnavailable."""
     if data[:4] == b"PK\x03\x04":
-        return read_arrays(path, HeadUnavailable, ".npz file", io.BytesIO(data))
+        return read_arrays(path, HeadUnavailable, ".npz file", source=io.BytesIO(data))
     try:
         content = _FlameUnpickler(io.BytesIO(data), encoding="latin1").load()
     except ForbiddenGlobal as error:
@@ -318,10 +318,11 @@ def _release(arrays: dict[str, object], digest: str, path: Path, n_basis: int) -
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: Path, mtime_ns: int) -> FlameModel:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise HeadUnavailable(f"cannot read ({error.strerror})", path) from None
+    with open_input(path, HeadUnavailable) as file:
+        try:
+            data = file.read()
+        except OSError as error:
+            raise HeadUnavailable(f"cannot read ({error.strerror})", path) from None
     arrays = _read_arrays(path, data)
     v_template = _get(arrays, "v_template", path, (N_VERTICES, 3))
     faces = _get(arrays, "f", path, (N_FACES, 3))
