@@ -61,9 +61,9 @@ def stage_times(
     from dualtalk_cli.heads import load_head
     from dualtalk_cli.motion import Conversation
     from dualtalk_cli.options import OutputOptions
-    from dualtalk_cli.outputs import OutputPlan
+    from dualtalk_cli.outputs import OutputPlan, OutputTransaction
     from dualtalk_cli.render import Renderer
-    from dualtalk_cli.writers import Mp4Writer, NpzWriter, ObjWriter
+    from dualtalk_cli.writers import CsvWriter, Mp4Writer, NpzWriter, ObjWriter
 
     folder.mkdir(parents=True, exist_ok=True)
     times = {}
@@ -73,27 +73,35 @@ def stage_times(
     motions, times["engine"] = timed(engine.animate, a, b, n_frames=n_frames)
     head = load_head("builtin")
     conversation = Conversation(motions, stereo(a, b))
-    plan = OutputPlan(folder, ("a", "b"), "a_b", ("npz", "obj", "mp4"))
+    plan = OutputPlan(folder, ("a", "b"), "a_b", ("npz", "obj", "mp4", "csv"))
     options = OutputOptions(size=size, overwrite=True)
-    _, times["npz"] = timed(NpzWriter(plan, options).write, conversation)
-    _, times["vertices"] = timed(
-        lambda: [sum(len(c) for c in head.iter_vertices(m)) for m in motions]
-    )
-    if not heavy:
-        return times
-    _, times["obj"] = timed(ObjWriter(plan, options).write, conversation, head)
+    # Every writer's files go to temporaries that the transaction removes.
+    with OutputTransaction() as transaction:
 
-    def render_only() -> None:
-        faces, rest = [head.faces] * 2, [head.rest_vertices] * 2
-        colors = [head.vertex_colors] * 2
-        with Renderer(faces, rest, size=size, vertex_colors=colors) as r:
-            for chunks in zip(*(head.iter_vertices(m) for m in motions)):
-                for i in range(len(chunks[0])):
-                    r.draw([chunks[0][i], chunks[1][i]])
+        def write(writer: type, *args) -> float:
+            return timed(writer(plan, options, transaction).write, conversation, *args)[
+                1
+            ]
 
-    _, times["render"] = timed(render_only)
-    mp4 = Mp4Writer(plan, options)
-    _, times["render+encode"] = timed(mp4.write, conversation, head)
+        times["npz"] = write(NpzWriter)
+        times["csv"] = write(CsvWriter)
+        _, times["vertices"] = timed(
+            lambda: [sum(len(c) for c in head.iter_vertices(m)) for m in motions]
+        )
+        if not heavy:
+            return times
+        times["obj"] = write(ObjWriter, head)
+
+        def render_only() -> None:
+            faces, rest = [head.faces] * 2, [head.rest_vertices] * 2
+            colors = [head.vertex_colors] * 2
+            with Renderer(faces, rest, size=size, vertex_colors=colors) as r:
+                for chunks in zip(*(head.iter_vertices(m) for m in motions)):
+                    for i in range(len(chunks[0])):
+                        r.draw([chunks[0][i], chunks[1][i]])
+
+        _, times["render"] = timed(render_only)
+        times["render+encode"] = write(Mp4Writer, head)
     return times
 
 

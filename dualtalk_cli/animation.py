@@ -26,6 +26,7 @@ from dualtalk_cli.errors import EngineUnavailable, OptionError, OutputError
 from dualtalk_cli.heads import Head, load_head
 from dualtalk_cli.motion import Conversation, Motion, load_identity, load_motion
 from dualtalk_cli.options import (
+    AUDIO_FORMATS,
     DEFAULT_FORMATS,
     ComputeOptions,
     EngineOptions,
@@ -133,7 +134,7 @@ def animate(
             _say(notify, animator.description)
         head = animator.head
         conversation = _run_engine(animator.engine, tracks, compute, identities)
-        if "mp4" in formats:
+        if set(AUDIO_FORMATS) & set(formats):
             conversation = replace(conversation, audio=stereo(*tracks))
         del tracks  # the stereo copy is all the video needs
         if loaded_here:
@@ -142,6 +143,11 @@ def animate(
         if progress:
             progress("engine", 1, 1)
         _say_notes(head, conversation.motions, notify)
+        if "csv" in formats:
+            from dualtalk_cli.livelink import cannot_express
+
+            for note in cannot_express(conversation.motions):
+                _say(notify, note)
         outputs = write_outputs(transaction, plan, output, conversation, head, progress)
     return AnimateResult(conversation, outputs)
 

@@ -16,11 +16,11 @@ import typer
 
 from dualtalk_cli.errors import DualtalkError, OptionError, describe, one_line
 from dualtalk_cli.options import (
-    DEFAULT_FORMATS,
     ComputeOptions,
     EngineOptions,
     HeadOptions,
     OutputOptions,
+    choose_formats,
 )
 from dualtalk_cli.version import __version__
 
@@ -191,12 +191,23 @@ def _head_group(
     return HeadOptions(head, flame, flame_eyelids)
 
 
-def _formats_group(no_obj: NoObjOpt = False, no_video: NoVideoOpt = False) -> Any:
-    """The formats written: None (the default) unless a format is left out."""
-    if not (no_obj or no_video):
-        return None
-    skipped = {name for name, skip in (("obj", no_obj), ("mp4", no_video)) if skip}
-    return tuple(name for name in DEFAULT_FORMATS if name not in skipped)
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Outputs, comma-separated: npz, obj, mp4, csv (Live Link Face), wav, "
+        "or all [default: npz,obj,mp4].",
+        show_default=False,
+    ),
+]
+
+
+def _formats_group(
+    formats: FormatOpt = None, no_obj: NoObjOpt = False, no_video: NoVideoOpt = False
+) -> Any:
+    """What was said about formats; checked where errors are one line."""
+    return (formats, no_obj, no_video)
 
 
 def _shapes_group(shape_a: ShapeAOpt = None, shape_b: ShapeBOpt = None) -> Any:
@@ -285,7 +296,7 @@ def animate_command(
     *,
     engine: EngineOptions,
     head: HeadOptions,
-    formats: tuple[str, ...] | None,
+    formats: tuple[str | None, bool, bool],
     shapes: tuple[Path | None, Path | None],
     reporting: Reporting,
 ) -> None:
@@ -301,7 +312,7 @@ def animate_command(
         from dualtalk_cli.animation import animate, animate_with_partner
 
         compute = ComputeOptions(engine, fps, seed, shapes)
-        output = OutputOptions(formats, size, head, overwrite)
+        output = OutputOptions(choose_formats(*formats), size, head, overwrite)
         if partner_motion is not None:
             path = animate_with_partner(
                 (audio[0], audio[1]),
@@ -436,7 +447,7 @@ def batch_command(
     *,
     engine: EngineOptions,
     head: HeadOptions,
-    formats: tuple[str, ...] | None,
+    formats: tuple[str | None, bool, bool],
     reporting: Reporting,
 ) -> None:
     """Animate every conversation in a folder into OUT/<clip>/, as animate would.
@@ -457,7 +468,7 @@ def batch_command(
         clips = find_clips(source)
         options = BatchOptions(
             compute=ComputeOptions(engine, fps, seed),
-            output=OutputOptions(formats, size, head, overwrite),
+            output=OutputOptions(choose_formats(*formats), size, head, overwrite),
             given_partner=given_partner,
             jobs=jobs,
             debug=reporting.debug,

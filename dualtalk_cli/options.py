@@ -135,6 +135,33 @@ class OutputOptions:
             raise OptionError(f"{'; '.join(unused)}: these options have no effect")
 
 
+AUDIO_FORMATS = ("mp4", "wav")  # the formats that carry the conversation's audio
+
+
+def choose_formats(
+    listed: str | None, no_obj: bool = False, no_video: bool = False
+) -> tuple[str, ...] | None:
+    """The formats of ``--format a,b`` ("all": every one) less ``--no-obj`` and
+    ``--no-video``; None when nothing was said (the mode's default)."""
+    if listed is None and not (no_obj or no_video):
+        return None
+    names = [name.strip() for name in (listed or ",".join(DEFAULT_FORMATS)).split(",")]
+    if "all" in names:
+        names = list(FORMATS)
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not any(names):
+        shown = unknown[0] if unknown else listed
+        raise OptionError(
+            f"unknown output format {shown!r} (known: {', '.join(FORMATS)}, all)"
+        )
+    skipped = {"obj"} if no_obj else set()
+    skipped |= {"mp4"} if no_video else set()
+    chosen = tuple(name for name in FORMATS if name in names and name not in skipped)
+    if not chosen:
+        raise OptionError("no output format is left to write")
+    return chosen
+
+
 def needs_head(formats: tuple[str, ...]) -> bool:
     """Whether writing ``formats`` draws meshes, so needs a head."""
     return bool(set(MESH_FORMATS) & set(formats))
@@ -164,5 +191,5 @@ def unused_with_partner(compute: ComputeOptions, output: OutputOptions) -> list[
     if output.size is not None:
         unused.append("--size (no video)")
     if output.formats not in (None, ("npz",)):
-        unused.append("--no-obj/--no-video (only NPZ is written)")
+        unused.append("--format/--no-obj/--no-video (only NPZ is written)")
     return unused

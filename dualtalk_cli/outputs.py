@@ -36,6 +36,8 @@ LAYOUT: dict[str, tuple[str, bool]] = {
     "npz": (".npz", True),
     "obj": ("", True),
     "mp4": (".mp4", False),
+    "csv": (".csv", True),
+    "wav": (".wav", False),
 }
 PARTIAL = ".partial"  # marks a temporary name: ".NAME.XXXXXXXX.partial[.ext]"
 PREVIOUS = ".previous"  # an output being replaced: ".NAME.XXXXXXXX.previous"

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from dualtalk_cli.audio import SAMPLE_RATE
 from dualtalk_cli.heads.base import Head
 from dualtalk_cli.motion import Conversation
 from dualtalk_cli.options import OutputOptions, needs_head
@@ -133,8 +134,42 @@ class Mp4Writer(Writer):
         return [path]
 
 
+class CsvWriter(Writer):
+    """``<stem>.csv`` per speaker: Live Link Face's columns (see ``livelink``)."""
+
+    format = "csv"
+
+    def write(self, conversation, head=None, progress=None, cancelled=None):
+        from dualtalk_cli.livelink import write_livelink_csv
+
+        for done, (path, motion) in enumerate(zip(self.paths, conversation.motions)):
+            with writing_error(path):
+                write_livelink_csv(self.transaction.file(path), motion)
+            if progress:
+                progress("csv", done + 1, len(self.paths))
+        return self.paths
+
+
+class WavWriter(Writer):
+    """``<video_stem>.wav``: the conversation's audio, A left and B right, so an
+    engine can play an exported animation in sync."""
+
+    format = "wav"
+
+    def write(self, conversation, head=None, progress=None, cancelled=None):
+        from dualtalk_cli.video import write_wav
+
+        if conversation.audio is None:
+            raise ValueError("WavWriter needs the conversation's audio")
+        (path,) = self.paths
+        with writing_error(path):
+            write_wav(self.transaction.file(path), conversation.audio, SAMPLE_RATE)
+        return [path]
+
+
 WRITERS: dict[str, type[Writer]] = {
-    writer.format: writer for writer in (NpzWriter, ObjWriter, Mp4Writer)
+    writer.format: writer
+    for writer in (NpzWriter, ObjWriter, Mp4Writer, CsvWriter, WavWriter)
 }
 
 

@@ -212,7 +212,13 @@ def test_ctrl_c_during_rendering(tmp_path):
     ]
     command += ["-o", str(out), "--size", "256", "--overwrite"]
     process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # As from a terminal: a test runner started in the background inherits
+        # an ignored SIGINT, which would pass on to this process.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     partial = out / ".a_b.mp4.partial.mp4"
     deadline = time.time() + 120

@@ -142,7 +142,10 @@ class _WorkerProcess:
         finally:
             self.busy = False
             if self.stopping:
-                os._exit(EXIT_INTERRUPTED)  # cleaned up; nothing more to do
+                # An interrupt can land inside a clean-up and cut it short.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+                self.worker.clean_up(task.clip)
+                os._exit(EXIT_INTERRUPTED)
 
 
 _process: _WorkerProcess | None = None  # this worker process's state, set once

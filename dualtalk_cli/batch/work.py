@@ -11,7 +11,7 @@ from dualtalk_cli.batch.clips import Clip
 from dualtalk_cli.batch.report import ClipEvent
 from dualtalk_cli.errors import DualtalkError, describe
 from dualtalk_cli.options import ComputeOptions, OutputOptions, needs_head
-from dualtalk_cli.outputs import OutputPlan
+from dualtalk_cli.outputs import OutputPlan, locked_folder
 from dualtalk_cli.writers import Progress
 
 
@@ -101,6 +101,17 @@ class ClipWorker:
             outputs=tuple(str(path) for path in outputs),
             notes=tuple(notes),
         )
+
+    def clean_up(self, clip: Clip) -> None:
+        """Remove what an interrupted ``run`` of ``clip`` may have left, when no
+        other run holds its folder (a last resort: the writers clean up too)."""
+        plan = clip_plan(clip, self.out_dir, self.options)
+        try:
+            with locked_folder(plan.out_dir):
+                plan.remove_leftovers()
+        except (DualtalkError, OSError):
+            return  # another run holds it, or it does not exist
+        _remove_if_empty(plan.out_dir)
 
     def _given_partners(self, clip: Clip, folder: Path, redo: bool) -> list[Path]:
         """Each speaker's NPZ from both tracks and the other's ground-truth motion."""

@@ -1,0 +1,100 @@
+"""Live Link Face CSV: one speaker's ARKit weights, head and eye rotations per frame.
+
+The layout of the CSV that Epic's Live Link Face app records: ``Timecode``,
+``BlendShapeCount`` (61), the 52 ARKit weights with a capital first letter in
+Apple's order, then head and eye rotations in radians.
+
+Rotations are Euler angles of the head's and eyes' rotations, right-handed
+about the axes used everywhere in this tool (x to the viewer's right, y up, z
+toward the viewer), composed as yaw about y, then pitch about x, then roll
+about z (R = Ry · Rx · Rz):
+
+- ``HeadYaw`` > 0 turns the face toward +x (the viewer's right, the face's left);
+- ``HeadPitch`` > 0 tips the face down (chin toward the chest);
+- ``HeadRoll`` > 0 tilts the top of the head toward −x (the face's right shoulder);
+- the eyes' angles read the same way for each eyeball.
+
+``MouthLeft``/``MouthRight`` are ARKit's: ``MouthLeft`` moves the mouth toward the
+face's own left (the viewer's right), unswapped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dualtalk_cli.motion import ARKIT_INDEX, ARKIT_NAMES, Motion
+
+ROTATION_COLUMNS = (
+    "HeadYaw", "HeadPitch", "HeadRoll",
+    "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
+    "RightEyeYaw", "RightEyePitch", "RightEyeRoll",
+)  # fmt: skip
+BLENDSHAPE_COLUMNS = tuple(name[0].upper() + name[1:] for name in ARKIT_NAMES)
+HEADER = ("Timecode", "BlendShapeCount", *BLENDSHAPE_COLUMNS, *ROTATION_COLUMNS)
+BLENDSHAPE_COUNT = len(BLENDSHAPE_COLUMNS) + len(ROTATION_COLUMNS)  # 61
+JAW_RAD_PER_OPEN = 0.3  # jaw rotation (rad) shown as JawOpen 1.0, as the engine's
+
+
+def timecode(frame: int, frames_per_second: float) -> str:
+    """``HH:MM:SS:FF.mmm``: the frame's second, its frame within that second at
+    ``frames_per_second``, and the fraction of a frame."""
+    seconds = frame / frames_per_second
+    whole = math.floor(seconds + 1e-9)
+    within = (seconds - whole) * frames_per_second
+    number = math.floor(within + 1e-6)
+    fraction = min(999, round((within - number) * 1000))
+    hours, rest = divmod(whole, 3600)
+    minutes, second = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{second:02d}:{number:02d}.{fraction:03d}"
+
+
+def euler_angles(axis_angle: np.ndarray) -> np.ndarray:
+    """(T, 3) axis-angle -> (T, 3) [yaw, pitch, roll], R = Ry Rx Rz of them."""
+    from scipy.spatial.transform import Rotation
+
+    # Intrinsic y, then x, then z: scipy's "YXZ" gives exactly Ry·Rx·Rz.
+    return Rotation.from_rotvec(np.asarray(axis_angle, np.float64)).as_euler("YXZ")
+
+
+def livelink_columns(motion: Motion) -> np.ndarray:
+    """(T, 61) float64: the 52 weights, then head and eye rotations (radians).
+
+    Motion without ARKit mouth weights (the DualTalk dataset's, the network's)
+    gets ``JawOpen`` from its jaw rotation.
+    """
+    weights = np.asarray(motion.arkit, np.float64).copy()
+    jaw_open = ARKIT_INDEX["jawOpen"]
+    if not np.any(weights[:, jaw_open]):
+        weights[:, jaw_open] = np.clip(motion.jaw_pose[:, 0] / JAW_RAD_PER_OPEN, 0, 1)
+    rotations = [
+        euler_angles(motion.neck_pose),
+        euler_angles(motion.eyes[:, 0:3]),
+        euler_angles(motion.eyes[:, 3:6]),
+    ]
+    return np.concatenate([weights, *rotations], axis=1)
+
+
+def cannot_express(motions: list[Motion] | tuple[Motion, ...]) -> list[str]:
+    """What a Live Link CSV cannot hold of ``motions``, said once per run."""
+    used = max(int(np.count_nonzero(np.any(m.exp != 0, axis=0))) for m in motions)
+    if not used:
+        return []
+    return [
+        f"the {used} FLAME expression values have no ARKit equivalent and are not "
+        "in the Live Link CSV (jaw, head and eyes are)"
+    ]
+
+
+def write_livelink_csv(path: str | os.PathLike, motion: Motion) -> None:
+    """Write ``motion`` as a Live Link Face CSV (one header line, one row a frame)."""
+    values = livelink_columns(motion)
+    with open(Path(path), "w", newline="") as file:
+        file.write(",".join(HEADER) + "\n")
+        for frame, row in enumerate(values):
+            numbers = ",".join(f"{value:.6f}" for value in row)
+            code = timecode(frame, motion.frames_per_second)
+            file.write(f"{code},{BLENDSHAPE_COUNT},{numbers}\n")
