@@ -15,6 +15,7 @@ _EXPORTS = {
     "compute_motion": "dualtalk_cli.animation",
     "animate_with_partner": "dualtalk_cli.animation",
     "render_video": "dualtalk_cli.animation",
+    "export_motion": "dualtalk_cli.animation",
     "Animator": "dualtalk_cli.animation",
     "ComputeOptions": "dualtalk_cli.options",
     "OutputOptions": "dualtalk_cli.options",

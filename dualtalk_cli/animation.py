@@ -229,11 +229,48 @@ def render_video(
     stems = distinct_stems(motion_paths)
     plan = OutputPlan(out_path.parent, stems, out_path.stem, formats)
     with plan.writing(output.overwrite) as transaction:
-        return _render_into(transaction, plan, motion_paths, audio_paths, shapes,
-                            output, progress, notify)  # fmt: skip
+        return _write_motions(transaction, plan, motion_paths, audio_paths, shapes,
+                              output, progress, notify)  # fmt: skip
 
 
-def _render_into(
+def export_motion(
+    motion_paths: Sequence[PathLike],
+    out_dir: PathLike,
+    *,
+    audio_paths: Sequence[PathLike] = (),
+    shapes: Sequence[PathLike | None] = (),
+    output: OutputOptions = OutputOptions(),
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+) -> list[Path]:
+    """Existing motion, one or two NPZ (ours or DualTalk's) or Live Link Face CSV
+    files, written into ``out_dir`` in ``output.formats``; no engine runs.
+
+    Outputs are named as ``animate`` names them, from the files' stems.
+    """
+    formats = output.chosen_formats(DEFAULT_FORMATS)
+    output.check_used(formats)
+    if "wav" in formats and not audio_paths:
+        raise OptionError("the wav format needs the conversation's audio (--audio)")
+    if any(path is not None for path in shapes[len(motion_paths) :]):
+        raise OptionError("an identity was given for a speaker with no motion file")
+    stems = distinct_stems(motion_paths)
+    plan = OutputPlan(Path(out_dir), stems, "_".join(stems), formats)
+    with plan.writing(output.overwrite) as transaction:
+        return _write_motions(transaction, plan, motion_paths, audio_paths, shapes,
+                              output, progress, notify)  # fmt: skip
+
+
+def read_motion_file(path: PathLike) -> Motion:
+    """A motion from an NPZ (ours or the dataset's) or a Live Link Face CSV."""
+    if Path(path).suffix.lower() == ".csv":
+        from dualtalk_cli.livelink import read_livelink_csv
+
+        return read_livelink_csv(path)
+    return load_motion(path)
+
+
+def _write_motions(
     transaction: OutputTransaction,
     plan: OutputPlan,
     motion_paths: Sequence[PathLike],
@@ -243,10 +280,11 @@ def _render_into(
     progress: Progress | None,
     notify: Notify | None,
 ) -> list[Path]:
-    from dualtalk_cli.render import check_renderer
+    if "mp4" in plan.formats:
+        from dualtalk_cli.render import check_renderer
 
-    check_renderer()
-    motions = [load_motion(path) for path in motion_paths]
+        check_renderer()
+    motions = [read_motion_file(path) for path in motion_paths]
     for index, path in enumerate(shapes):
         if path is not None:
             motions[index] = motions[index].with_shape(load_identity(path))
@@ -255,9 +293,16 @@ def _render_into(
         raise OutputError(f"the parameter files differ in fps ({sorted(rates)})")
     motions = pad_motions(motions)
     audio = _video_audio(audio_paths, motions[0]) if audio_paths else None
-    head = load_head(output.head)
-    _say(notify, f"head {_describe(head)}")
-    _say_notes(head, motions, notify)
+    head = None
+    if needs_head(plan.formats):
+        head = load_head(output.head)
+        _say(notify, f"head {_describe(head)}")
+        _say_notes(head, motions, notify)
+    if "csv" in plan.formats:
+        from dualtalk_cli.livelink import cannot_express
+
+        for note in cannot_express(motions):
+            _say(notify, note)
     conversation = Conversation(tuple(motions), audio)
     return write_outputs(transaction, plan, output, conversation, head, progress)
 

@@ -402,6 +402,62 @@ def render_command(
     _run(run, reporting)
 
 
+@app.command("export")
+@_with_groups(
+    head=_head_group,
+    formats=_formats_group,
+    shapes=_shapes_group,
+    reporting=_reporting_group,
+)
+def export_command(
+    motions: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="MOTION",
+            help="One or two motion files (A, then B): our NPZ, the DualTalk "
+            "dataset's NPZ, or a Live Link Face CSV.",
+            show_default=False,
+        ),
+    ],
+    out: OutDirOpt = Path("out"),
+    audio: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--audio", help="The conversation's audio: once (stereo), or A then B."
+        ),
+    ] = None,
+    size: SizeOpt = None,
+    overwrite: OverwriteOpt = False,
+    *,
+    head: HeadOptions,
+    formats: tuple[str | None, bool, bool],
+    shapes: tuple[Path | None, Path | None],
+    reporting: Reporting,
+) -> None:
+    """Convert motion files to any output format, without running an engine."""
+    if not 1 <= len(motions) <= 2:
+        raise typer.BadParameter("give one or two motion files", param_hint="MOTION")
+    if audio and len(audio) > 2:
+        raise typer.BadParameter("give --audio at most twice", param_hint="--audio")
+
+    def run(progress, say):
+        from dualtalk_cli.animation import export_motion
+
+        paths = export_motion(
+            motions,
+            out,
+            audio_paths=audio or (),
+            shapes=shapes,
+            output=OutputOptions(choose_formats(*formats), size, head, overwrite),
+            progress=progress,
+            notify=say,
+        )
+        for path in paths:
+            say(f"wrote {path}")
+
+    _run(run, reporting)
+
+
 @app.command("batch")
 @_with_groups(**ANIMATION_GROUPS, reporting=_reporting_group)
 def batch_command(

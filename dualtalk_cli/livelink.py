@@ -98,3 +98,75 @@ def write_livelink_csv(path: str | os.PathLike, motion: Motion) -> None:
             numbers = ",".join(f"{value:.6f}" for value in row)
             code = timecode(frame, motion.frames_per_second)
             file.write(f"{code},{BLENDSHAPE_COUNT},{numbers}\n")
+
+
+def read_livelink_csv(path: str | os.PathLike, frames_per_second: float | None = None):
+    """A Motion from a Live Link Face CSV (an iPhone recording, or ours).
+
+    The jaw opens by ``JawOpen`` (0.3 rad at 1.0) and the head and eyes turn
+    by their angles; FLAME expression values stay zero. The frame rate is
+    ``frames_per_second``, else read from the timecodes' frame numbers.
+    """
+    import csv
+
+    from dualtalk_cli.arrays import open_input
+    from dualtalk_cli.errors import MotionFileError
+
+    path = Path(path)
+    with open_input(path, MotionFileError) as raw:
+        try:
+            lines = raw.read().decode("utf-8-sig").splitlines()
+        except UnicodeDecodeError:
+            raise MotionFileError("is not a text (CSV) file", path) from None
+    rows = list(csv.reader(lines))
+    if not rows or tuple(name.strip() for name in rows[0]) != HEADER:
+        raise MotionFileError(
+            f"line 1: not the Live Link Face header ({len(HEADER)} columns from "
+            "Timecode, BlendShapeCount, EyeBlinkLeft ... RightEyeRoll)",
+            path,
+        )
+    numbers, frames_in_second = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            if len(row) != len(HEADER):
+                raise ValueError(f"{len(row)} columns, expected {len(HEADER)}")
+            values = [float(value) for value in row[2:]]
+            frames_in_second.append(int(row[0].split(":")[3].split(".")[0]))
+        except (ValueError, IndexError) as error:
+            raise MotionFileError(f"line {line}: {error}", path) from None
+        if not all(math.isfinite(value) for value in values):
+            raise MotionFileError(f"line {line}: NaN or infinite values", path)
+        numbers.append(values)
+    if not numbers:
+        raise MotionFileError("holds no frames", path)
+    table = np.array(numbers, np.float64)
+    fps = frames_per_second or _frame_rate(frames_in_second)
+    return _motion_from_columns(table, fps)
+
+
+def _frame_rate(frames_in_second: list[int]) -> float:
+    """Frames a second from the timecodes: the highest frame number plus one,
+    when a whole second was recorded; else 60, Live Link Face's usual rate."""
+    wrapped = any(b < a for a, b in zip(frames_in_second, frames_in_second[1:]))
+    return float(max(frames_in_second) + 1) if wrapped else 60.0
+
+
+def _motion_from_columns(table: np.ndarray, frames_per_second: float) -> Motion:
+    from dataclasses import replace
+
+    from scipy.spatial.transform import Rotation
+
+    def rotvec(angles: np.ndarray) -> np.ndarray:
+        return Rotation.from_euler("YXZ", angles).as_rotvec().astype(np.float32)
+
+    n_frames = len(table)
+    weights = np.clip(table[:, : len(ARKIT_NAMES)], 0.0, 1.0).astype(np.float32)
+    angles = table[:, len(ARKIT_NAMES) :]
+    pose = np.zeros((n_frames, 6), np.float32)
+    pose[:, 0:3] = rotvec(angles[:, 0:3])
+    pose[:, 3] = JAW_RAD_PER_OPEN * weights[:, ARKIT_INDEX["jawOpen"]]
+    eyes = np.concatenate([rotvec(angles[:, 3:6]), rotvec(angles[:, 6:9])], axis=1)
+    base = Motion.neutral(n_frames, frames_per_second, engine="livelink-csv")
+    return replace(base, pose=pose, eyes=eyes, arkit=weights)

@@ -137,3 +137,56 @@ def test_batch_writes_and_resumes_the_chosen_formats(tmp_path):
     again = run_cli(*args)
     events = [json.loads(line) for line in again.stdout.splitlines()]
     assert [e["event"] for e in events] == ["skipped", "summary"]
+
+
+def test_a_csv_read_back_moves_the_head_as_the_npz_did(exported):
+    from dualtalk_cli.animation import read_motion_file
+    from dualtalk_cli.heads import load_head
+
+    _, out = exported
+    head = load_head("builtin")
+    original = load_motion(out / "talk_speaker1.npz")
+    again = read_motion_file(out / "talk_speaker1.csv")
+    assert again.n_frames == original.n_frames and again.frames_per_second == 25
+    np.testing.assert_allclose(
+        head.vertices(again), head.vertices(original), atol=2e-5
+    )  # metres: the CSV keeps six decimals
+
+
+def test_export_converts_without_an_engine(exported, tmp_path):
+    (first, second), out = exported
+    dataset = write_dataset_npz(tmp_path / "clip_speaker1.npz", 40)
+    target = tmp_path / "converted"
+    args = ("export", dataset, out / "talk_speaker2.csv", "-o", target)
+    result = run_cli(*args, "-f", "csv,wav,obj", "--audio", first, "--audio", second)
+    assert result.returncode == 0, result.stderr
+    assert "FLAME expression values have no ARKit equivalent" in result.stderr
+    header, rows = read_csv(target / "clip_speaker1.csv")
+    assert ",".join(header) == LIVE_LINK_HEADER and len(rows) == 50  # padded
+    jaw_open = np.array([float(row[2 + ARKIT_NAMES.index("jawOpen")]) for row in rows])
+    assert jaw_open.max() > 0.5
+    assert len(list((target / "talk_speaker2").glob("*.obj"))) == 50
+    audio, _ = soundfile.read(target / "clip_speaker1_talk_speaker2.wav")
+    assert audio.shape == (32000, 2)
+    again = run_cli(*args, "-f", "csv")
+    assert_one_line_error(again, "already exists")
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,0.5\n", "line 1"),
+        (LIVE_LINK_HEADER + "\n00:00:00:00.000,61" + ",nan" * 61 + "\n", "line 2"),
+        (LIVE_LINK_HEADER + "\n00:00:00:00.000,61,0.1\n", "line 2"),
+    ],
+    ids=["columns", "nan", "short-row"],
+)
+def test_export_refuses_a_bad_csv_in_one_line(tmp_path, content, needle):
+    bad = tmp_path / "take.csv"
+    bad.write_text(content)
+    out = tmp_path / "out"
+    result = run_cli("export", bad, "-o", out, "-f", "npz")
+    assert_one_line_error(result, str(bad), needle)
+    assert not out.exists()
+    no_audio = run_cli("export", bad, "-o", out, "-f", "wav")
+    assert_one_line_error(no_audio, "--audio")
