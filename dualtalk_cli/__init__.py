@@ -16,6 +16,7 @@ _EXPORTS = {
     "animate_with_partner": "dualtalk_cli.animation",
     "render_video": "dualtalk_cli.animation",
     "export_motion": "dualtalk_cli.animation",
+    "MotionFiles": "dualtalk_cli.animation",
     "Animator": "dualtalk_cli.animation",
     "ComputeOptions": "dualtalk_cli.options",
     "OutputOptions": "dualtalk_cli.options",

@@ -203,6 +203,22 @@ def check_follows_partner(options: EngineOptions, mode: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class MotionFiles:
+    """Existing motion to write again: one file per speaker (our NPZ, the
+    DualTalk dataset's, or a Live Link Face CSV), the conversation's audio (one
+    file heard on both channels, or A then B) and identities that replace the
+    files' own (None keeps a file's)."""
+
+    motions: tuple[PathLike, ...]
+    audio: tuple[PathLike, ...] = ()
+    shapes: tuple[PathLike | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(path is not None for path in self.shapes[len(self.motions) :]):
+            raise OptionError("an identity was given for a head with no motion file")
+
+
 def render_video(
     motion_paths: Sequence[PathLike],
     out_path: PathLike,
@@ -224,41 +240,30 @@ def render_video(
     formats = output.chosen_formats(("mp4",))
     if "mp4" not in formats or "npz" in formats:
         raise OutputError("render writes the video, and OBJ meshes beside it")
-    if any(path is not None for path in shapes[len(motion_paths) :]):
-        raise OptionError("an identity was given for a head that is not rendered")
+    files = MotionFiles(tuple(motion_paths), tuple(audio_paths), tuple(shapes))
     stems = distinct_stems(motion_paths)
     plan = OutputPlan(out_path.parent, stems, out_path.stem, formats)
     with plan.writing(output.overwrite) as transaction:
-        return _write_motions(transaction, plan, motion_paths, audio_paths, shapes,
-                              output, progress, notify)  # fmt: skip
+        return _write_motions(transaction, plan, files, output, progress, notify)
 
 
 def export_motion(
-    motion_paths: Sequence[PathLike],
+    files: MotionFiles,
     out_dir: PathLike,
-    *,
-    audio_paths: Sequence[PathLike] = (),
-    shapes: Sequence[PathLike | None] = (),
     output: OutputOptions = OutputOptions(),
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> list[Path]:
-    """Existing motion, one or two NPZ (ours or DualTalk's) or Live Link Face CSV
-    files, written into ``out_dir`` in ``output.formats``; no engine runs.
-
-    Outputs are named as ``animate`` names them, from the files' stems.
-    """
+    """Existing motion written into ``out_dir`` in ``output.formats``, named as
+    ``animate`` names its outputs, from the files' stems; no engine runs."""
     formats = output.chosen_formats(DEFAULT_FORMATS)
     output.check_used(formats)
-    if "wav" in formats and not audio_paths:
+    if "wav" in formats and not files.audio:
         raise OptionError("the wav format needs the conversation's audio (--audio)")
-    if any(path is not None for path in shapes[len(motion_paths) :]):
-        raise OptionError("an identity was given for a speaker with no motion file")
-    stems = distinct_stems(motion_paths)
+    stems = distinct_stems(files.motions)
     plan = OutputPlan(Path(out_dir), stems, "_".join(stems), formats)
     with plan.writing(output.overwrite) as transaction:
-        return _write_motions(transaction, plan, motion_paths, audio_paths, shapes,
-                              output, progress, notify)  # fmt: skip
+        return _write_motions(transaction, plan, files, output, progress, notify)
 
 
 def read_motion_file(path: PathLike) -> Motion:
@@ -273,9 +278,7 @@ def read_motion_file(path: PathLike) -> Motion:
 def _write_motions(
     transaction: OutputTransaction,
     plan: OutputPlan,
-    motion_paths: Sequence[PathLike],
-    audio_paths: Sequence[PathLike],
-    shapes: Sequence[PathLike | None],
+    files: MotionFiles,
     output: OutputOptions,
     progress: Progress | None,
     notify: Notify | None,
@@ -284,15 +287,15 @@ def _write_motions(
         from dualtalk_cli.render import check_renderer
 
         check_renderer()
-    motions = [read_motion_file(path) for path in motion_paths]
-    for index, path in enumerate(shapes):
+    motions = [read_motion_file(path) for path in files.motions]
+    for index, path in enumerate(files.shapes):
         if path is not None:
             motions[index] = motions[index].with_shape(load_identity(path))
     rates = {motion.frames_per_second for motion in motions}
     if len(rates) > 1:
         raise OutputError(f"the parameter files differ in fps ({sorted(rates)})")
     motions = pad_motions(motions)
-    audio = _video_audio(audio_paths, motions[0]) if audio_paths else None
+    audio = _video_audio(files.audio, motions[0]) if files.audio else None
     head = None
     if needs_head(plan.formats):
         head = load_head(output.head)

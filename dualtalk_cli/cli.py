@@ -170,6 +170,27 @@ def _root(
     """Two talking, listening 3D heads from a recorded dialogue."""
 
 
+# The inputs of animate and export.
+ConversationArg = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="AUDIO",
+        help="Speaker A's and speaker B's audio, or one stereo file "
+        "(left = A, right = B). WAV, FLAC, OGG or MP3.",
+        show_default=False,
+    ),
+]
+MotionFilesArg = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="MOTION",
+        help="One or two motion files (A, then B): our NPZ, the DualTalk "
+        "dataset's NPZ, or a Live Link Face CSV.",
+        show_default=False,
+    ),
+]
+
+
 # Option groups: each builder's parameters become options of the commands that
 # use the group, and the command receives what the builder returns.
 
@@ -212,6 +233,23 @@ def _formats_group(
 
 def _shapes_group(shape_a: ShapeAOpt = None, shape_b: ShapeBOpt = None) -> Any:
     return (shape_a, shape_b)
+
+
+AudioOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--audio",
+        help="The conversation's audio: one file (heard on both channels), or "
+        "twice for A (left) and B (right).",
+    ),
+]
+
+
+def _inputs_group(
+    audio: AudioOpt = None, shape_a: ShapeAOpt = None, shape_b: ShapeBOpt = None
+) -> Any:
+    """Audio and identities to go with motion files: (audio, shapes)."""
+    return (tuple(audio or ()), (shape_a, shape_b))
 
 
 @dataclass(frozen=True)
@@ -270,15 +308,7 @@ ANIMATION_GROUPS = {
 @app.command("animate")
 @_with_groups(**ANIMATION_GROUPS, shapes=_shapes_group, reporting=_reporting_group)
 def animate_command(
-    audio: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="AUDIO",
-            help="Speaker A's and speaker B's audio, or one stereo file "
-            "(left = A, right = B). WAV, FLAC, OGG or MP3.",
-            show_default=False,
-        ),
-    ],
+    audio: ConversationArg,
     out: OutDirOpt = Path("out"),
     partner_motion: Annotated[
         Path | None,
@@ -345,7 +375,7 @@ def animate_command(
 
 
 @app.command("render")
-@_with_groups(head=_head_group, shapes=_shapes_group, reporting=_reporting_group)
+@_with_groups(head=_head_group, inputs=_inputs_group, reporting=_reporting_group)
 def render_command(
     motions: Annotated[
         list[Path],
@@ -356,12 +386,6 @@ def render_command(
             show_default=False,
         ),
     ],
-    audio: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--audio", help="Audio to add; twice for A (left) and B (right) channels."
-        ),
-    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="The MP4 to write [default: beside P.npz]."),
@@ -373,13 +397,14 @@ def render_command(
     overwrite: OverwriteOpt = False,
     *,
     head: HeadOptions,
-    shapes: tuple[Path | None, Path | None],
+    inputs: tuple[tuple[Path, ...], tuple[Path | None, Path | None]],
     reporting: Reporting,
 ) -> None:
     """Render a video from parameter files: one head, or two side by side."""
+    audio, shapes = inputs
     if not 1 <= len(motions) <= 2:
         raise typer.BadParameter("give one or two NPZ files", param_hint="MOTIONS")
-    if audio and len(audio) > 2:
+    if len(audio) > 2:
         raise typer.BadParameter("give --audio at most twice", param_hint="--audio")
     target = out or motions[0].with_name("_".join(p.stem for p in motions) + ".mp4")
 
@@ -390,7 +415,7 @@ def render_command(
         paths = render_video(
             motions,
             target,
-            audio_paths=audio or (),
+            audio_paths=audio,
             shapes=shapes,
             output=OutputOptions(formats, size, head, overwrite),
             progress=progress,
@@ -406,53 +431,32 @@ def render_command(
 @_with_groups(
     head=_head_group,
     formats=_formats_group,
-    shapes=_shapes_group,
+    inputs=_inputs_group,
     reporting=_reporting_group,
 )
 def export_command(
-    motions: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="MOTION",
-            help="One or two motion files (A, then B): our NPZ, the DualTalk "
-            "dataset's NPZ, or a Live Link Face CSV.",
-            show_default=False,
-        ),
-    ],
+    motions: MotionFilesArg,
     out: OutDirOpt = Path("out"),
-    audio: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--audio", help="The conversation's audio: once (stereo), or A then B."
-        ),
-    ] = None,
     size: SizeOpt = None,
     overwrite: OverwriteOpt = False,
     *,
     head: HeadOptions,
     formats: tuple[str | None, bool, bool],
-    shapes: tuple[Path | None, Path | None],
+    inputs: tuple[tuple[Path, ...], tuple[Path | None, Path | None]],
     reporting: Reporting,
 ) -> None:
     """Convert motion files to any output format, without running an engine."""
-    if not 1 <= len(motions) <= 2:
-        raise typer.BadParameter("give one or two motion files", param_hint="MOTION")
-    if audio and len(audio) > 2:
-        raise typer.BadParameter("give --audio at most twice", param_hint="--audio")
+    audio, shapes = inputs
+    if not 1 <= len(motions) <= 2 or len(audio) > 2:
+        raise typer.BadParameter("give one or two motion files, and --audio at most "
+                                 "twice")  # fmt: skip
 
     def run(progress, say):
-        from dualtalk_cli.animation import export_motion
+        from dualtalk_cli.animation import MotionFiles, export_motion
 
-        paths = export_motion(
-            motions,
-            out,
-            audio_paths=audio or (),
-            shapes=shapes,
-            output=OutputOptions(choose_formats(*formats), size, head, overwrite),
-            progress=progress,
-            notify=say,
-        )
-        for path in paths:
+        files = MotionFiles(tuple(motions), audio, shapes)
+        output = OutputOptions(choose_formats(*formats), size, head, overwrite)
+        for path in export_motion(files, out, output, progress, notify=say):
             say(f"wrote {path}")
 
     _run(run, reporting)

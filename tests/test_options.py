@@ -208,7 +208,7 @@ def test_render_and_evaluate_refuse_options_without_effect(tmp_path):
     source = write_dataset_npz(tmp_path / "x.npz")
     other = write_dataset_npz(tmp_path / "y.npz")
     result = run_cli("render", source, "--shape-b", other, "-o", tmp_path / "x.mp4")
-    assert_one_line_error(result, "identity", "not rendered")
+    assert_one_line_error(result, "identity", "no motion file")
     assert not (tmp_path / "x.mp4").exists()
     scores = run_cli("evaluate", tmp_path, tmp_path, "--overwrite")
     assert_one_line_error(scores, "--overwrite has no effect without --per-file")
