@@ -72,11 +72,15 @@ def describe_setup(
 ) -> str:
     """ "engine X (why auto passed over Y); head Z": what a run will use."""
     name = engine if isinstance(engine, str) else engine.name
-    why = ""
-    if requested.name == "auto":
-        skipped = ENGINES.passed_over(name, **requested.settings())
-        why = "".join(f" ({other} not used: {reason})" for other, reason in skipped)
-    return f"engine {name}{why}; head {_describe(head)}"
+    return f"engine {name}{_passed_over(requested, name)}; head {_describe(head)}"
+
+
+def _passed_over(requested: EngineOptions, name: str) -> str:
+    """ " (dualtalk not used: why)" for each engine "auto" skipped before ``name``."""
+    if requested.name != "auto":
+        return ""
+    skipped = ENGINES.passed_over(name, **requested.settings())
+    return "".join(f" ({other} not used: {reason})" for other, reason in skipped)
 
 
 def compute_motion(
@@ -142,12 +146,7 @@ def animate(
         _release_memory()
         if progress:
             progress("engine", 1, 1)
-        _say_notes(head, conversation.motions, notify)
-        if "csv" in formats:
-            from dualtalk_cli.livelink import cannot_express
-
-            for note in cannot_express(conversation.motions):
-                _say(notify, note)
+        _say_notes(head, conversation.motions, formats, notify)
         outputs = write_outputs(transaction, plan, output, conversation, head, progress)
     return AnimateResult(conversation, outputs)
 
@@ -191,15 +190,14 @@ def animate_with_partner(
 
 def check_follows_partner(options: EngineOptions, mode: str) -> None:
     """Fail, before loading anything, if the engine cannot follow a partner."""
-    name, why = options.name, ""
+    name = options.name  # a named engine's capability decides before its settings
     if name == "auto":
         name = ENGINES.resolve(name, **options.settings())
-        skipped = ENGINES.passed_over(name, **options.settings())
-        why = "".join(f" ({other} not used: {reason})" for other, reason in skipped)
     if not ENGINES.implementation(name).follows_partner:
         raise EngineUnavailable(
             f"{mode} needs the DualTalk network (an engine that follows a "
-            f"partner's known motion); this run would use {name}{why}"
+            f"partner's known motion); this run would use "
+            f"{name}{_passed_over(options, name)}"
         )
 
 
@@ -300,12 +298,7 @@ def _write_motions(
     if needs_head(plan.formats):
         head = load_head(output.head)
         _say(notify, f"head {_describe(head)}")
-        _say_notes(head, motions, notify)
-    if "csv" in plan.formats:
-        from dualtalk_cli.livelink import cannot_express
-
-        for note in cannot_express(motions):
-            _say(notify, note)
+    _say_notes(head, motions, plan.formats, notify)
     conversation = Conversation(tuple(motions), audio)
     return write_outputs(transaction, plan, output, conversation, head, progress)
 
@@ -356,11 +349,21 @@ def _describe(head: Head | None) -> str:
     return "none" if head is None else head.description
 
 
-def _say_notes(head: Head | None, motions: Sequence[Motion], notify: Notify | None):
-    """What ``head`` cannot show, said once per run rather than once per speaker."""
-    if head is None:
-        return
-    notes = next((found for motion in motions if (found := head.notes(motion))), [])
+def _say_notes(
+    head: Head | None,
+    motions: Sequence[Motion],
+    formats: Sequence[str],
+    notify: Notify | None,
+) -> None:
+    """What the head and the formats cannot show of ``motions``, said once per
+    run rather than once per speaker."""
+    notes = []
+    if head is not None:
+        notes = next((found for m in motions if (found := head.notes(m))), [])
+    if "csv" in formats:
+        from dualtalk_cli.livelink import cannot_express
+
+        notes += cannot_express(motions)
     for note in notes:
         _say(notify, note)
 

@@ -96,7 +96,7 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.frames_per_second = float(frames_per_second)
-        self.audio, self.sample_rate = audio, SAMPLE_RATE
+        self.audio = audio
         self.preset, self.crf = preset, int(crf)
         self.atomic = atomic
         self._transaction = OutputTransaction()  # used when atomic
@@ -149,7 +149,7 @@ class VideoWriter:
             handle, name = tempfile.mkstemp(prefix="dualtalk-", suffix=".wav")
             os.close(handle)
             self._wav = Path(name)
-            write_wav(self._wav, self.audio, self.sample_rate)
+            write_wav(self._wav, self.audio, SAMPLE_RATE)
             command += ["-i", name, "-map", "0:v:0", "-map", "1:a:0"]
             command += ["-c:a", "aac", "-b:a", AUDIO_BITRATE]
         command += [
