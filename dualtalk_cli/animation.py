@@ -254,10 +254,10 @@ def export_motion(
 ) -> list[Path]:
     """Existing motion written into ``out_dir`` in ``output.formats``, named as
     ``animate`` names its outputs, from the files' stems; no engine runs."""
-    formats = output.chosen_formats(DEFAULT_FORMATS)
-    output.check_used(formats)
-    if "wav" in formats and not files.audio:
+    if output.formats is not None and "wav" in output.formats and not files.audio:
         raise OptionError("the wav format needs the conversation's audio (--audio)")
+    formats = output.chosen_formats(DEFAULT_FORMATS, has_audio=bool(files.audio))
+    output.check_used(formats)
     stems = distinct_stems(files.motions)
     plan = OutputPlan(Path(out_dir), stems, "_".join(stems), formats)
     with plan.writing(output.overwrite) as transaction:
@@ -299,6 +299,8 @@ def _write_motions(
         head = load_head(output.head)
         _say(notify, f"head {_describe(head)}")
     _say_notes(head, motions, plan.formats, notify)
+    if "glb" in plan.formats and audio is None:
+        _say(notify, "no --audio: the GLB is written without its WAV")
     conversation = Conversation(tuple(motions), audio)
     return write_outputs(transaction, plan, output, conversation, head, progress)
 
@@ -360,6 +362,8 @@ def _say_notes(
     notes = []
     if head is not None:
         notes = next((found for m in motions if (found := head.notes(m))), [])
+    if head is not None and "glb" in formats:
+        notes += head.rig_notes(motions)
     if "csv" in formats:
         from dualtalk_cli.livelink import cannot_express
 

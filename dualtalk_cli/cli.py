@@ -217,8 +217,8 @@ FormatOpt = Annotated[
     typer.Option(
         "--format",
         "-f",
-        help="Outputs, comma-separated: npz, obj, mp4, csv (Live Link Face), wav, "
-        "or all [default: npz,obj,mp4].",
+        help="Outputs, comma-separated: npz, obj, mp4, csv (Live Link Face), glb "
+        "(glTF animation, with the wav), wav, or all [default: npz,obj,mp4].",
         show_default=False,
     ),
 ]

@@ -7,7 +7,10 @@ from importlib import metadata
 
 from dualtalk_cli.version import __version__
 
-_PACKAGES = ("numpy", "scipy", "soundfile", "torch", "pyrender", "PyOpenGL", "trimesh")
+_PACKAGES = (
+    "numpy", "scipy", "soundfile", "torch", "pyrender", "PyOpenGL", "trimesh",
+    "pygltflib",
+)  # fmt: skip
 
 
 def collect_info() -> list[str]:

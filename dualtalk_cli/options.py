@@ -19,7 +19,7 @@ from dualtalk_cli.outputs import LAYOUT
 
 FORMATS = tuple(LAYOUT)  # every output format, in the order written
 DEFAULT_FORMATS = ("npz", "obj", "mp4")
-MESH_FORMATS = ("obj", "mp4")  # the formats drawn by a head
+MESH_FORMATS = ("obj", "mp4", "glb")  # the formats that need a head
 DEFAULT_SIZE = 512  # pixels per head in the video, square
 MAX_SEED = 2**64 - 1  # seeds are 64-bit: a larger one would wrap silently
 
@@ -116,9 +116,16 @@ class OutputOptions:
                 f"sizes), not {self.size}"
             )
 
-    def chosen_formats(self, default: tuple[str, ...] = DEFAULT_FORMATS) -> tuple:
-        """The formats to write: those given, else the mode's ``default``."""
-        return default if self.formats is None else self.formats
+    def chosen_formats(
+        self, default: tuple[str, ...] = DEFAULT_FORMATS, has_audio: bool = True
+    ) -> tuple:
+        """The formats to write: those given, else the mode's ``default``; a GLB
+        brings the conversation's WAV, which engines play beside it, when there
+        is audio to write."""
+        formats = default if self.formats is None else self.formats
+        if "glb" in formats and has_audio:
+            formats = tuple(name for name in FORMATS if name in {*formats, "wav"})
+        return formats
 
     @property
     def video_size(self) -> int:

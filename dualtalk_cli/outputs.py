@@ -37,12 +37,13 @@ LAYOUT: dict[str, tuple[str, bool]] = {
     "obj": ("", True),
     "mp4": (".mp4", False),
     "csv": (".csv", True),
+    "glb": (".glb", False),
     "wav": (".wav", False),
 }
 PARTIAL = ".partial"  # marks a temporary name: ".NAME.XXXXXXXX.partial[.ext]"
 PREVIOUS = ".previous"  # an output being replaced: ".NAME.XXXXXXXX.previous"
 # The most a temporary name adds to an output's name: "." + "." + 8 random
-# characters + ".partial" + the extension (at most ".npz", ".mp4").
+# characters + ".partial" + the extension (at most four characters, ".npz").
 TEMPORARY_EXTRA = 2 + 8 + len(PARTIAL) + 4
 
 

@@ -135,7 +135,7 @@ def _outward(faces: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(faces[:, ::-1] if volume < 0 else faces)
 
 
-def _srgb_to_linear(colors: np.ndarray) -> np.ndarray:
+def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
     """Linear colours from sRGB ones (uint8, or floats in 0..1)."""
     # The shader lights in linear space and converts back to sRGB at the end.
     c = colors.astype(np.float32)
@@ -288,7 +288,7 @@ class _Head:
         self.interleaved[:, :3] = rest
         self.interleaved[:, 3:6] = vertex_normals(rest, self.faces)
         if colors is not None:
-            self.interleaved[:, 6:9] = _srgb_to_linear(np.asarray(colors)[:, :3])
+            self.interleaved[:, 6:9] = srgb_to_linear(np.asarray(colors)[:, :3])
         material = pyrender.MetallicRoughnessMaterial(
             baseColorFactor=HEAD_COLOR if colors is None else (1.0, 1.0, 1.0, 1.0),
             doubleSided=True,  # the open neck and mouth must not show holes

@@ -136,7 +136,36 @@ def sphere(n: int, radius: float = 0.1) -> np.ndarray:
     return radius * np.stack([r * np.cos(phi), y, r * np.sin(phi)], axis=1)
 
 
-def synthetic_flame_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+def sphere_faces(points: np.ndarray, n_faces: int) -> np.ndarray:
+    """(n_faces, 3) uint32 outward triangles of points on a sphere, using every
+    point (tools such as Blender drop vertices that no face uses)."""
+    from scipy.spatial import ConvexHull
+
+    hull = ConvexHull(points)
+    faces = hull.simplices.copy()
+    normals = np.cross(
+        points[faces[:, 1]] - points[faces[:, 0]],
+        points[faces[:, 2]] - points[faces[:, 0]],
+    )
+    inward = np.einsum("ij,ij->i", normals, points[faces].mean(axis=1)) < 0
+    faces[inward] = faces[inward][:, ::-1]
+    # Drop faces down to FLAME's count, each only if its corners stay in others.
+    uses = np.bincount(faces.ravel(), minlength=len(points))
+    keep = np.ones(len(faces), bool)
+    for index in range(len(faces)):
+        if keep.sum() == n_faces:
+            break
+        if np.all(uses[faces[index]] > 1):
+            keep[index] = False
+            uses[faces[index]] -= 1
+    if keep.sum() != n_faces:
+        raise ValueError(f"cannot make {n_faces} faces of {len(points)} points")
+    return faces[keep].astype(np.uint32)
+
+
+def synthetic_flame_arrays(
+    seed: int = 0, pose_correctives: bool = True
+) -> dict[str, np.ndarray]:
     """Arrays laid out as in FLAME's generic_model.pkl, with made-up content:
     a sphere with a jaw below, two eyes, random shape and pose bases."""
     n_vertices, n_faces, n_joints = FLAME_SIZES
@@ -162,9 +191,9 @@ def synthetic_flame_arrays(seed: int = 0) -> dict[str, np.ndarray]:
         regressor[joint, nearest] = 0.25
     return {
         "v_template": template,
-        "f": rng.integers(0, n_vertices, (n_faces, 3)).astype(np.uint32),
+        "f": sphere_faces(template, n_faces),
         "shapedirs": rng.normal(0.0, 1e-3, (n_vertices, 3, 400)),
-        "posedirs": rng.normal(0.0, 1e-3, (n_vertices, 3, 36)),
+        "posedirs": rng.normal(0.0, 1e-3, (n_vertices, 3, 36)) * pose_correctives,
         "J_regressor": regressor,
         "weights": weights,
         "kintree_table": np.array([[ROOT_PARENT, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
@@ -172,9 +201,11 @@ def synthetic_flame_arrays(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def write_synthetic_flame(path: Path, seed: int = 0) -> Path:
+def write_synthetic_flame(
+    path: Path, seed: int = 0, pose_correctives: bool = True
+) -> Path:
     """``synthetic_flame_arrays`` as a FLAME-format .npz file."""
-    np.savez(path, **synthetic_flame_arrays(seed))
+    np.savez(path, **synthetic_flame_arrays(seed, pose_correctives))
     return path
 
 

@@ -1,4 +1,4 @@
-"""Writers: a conversation's motions to NPZ files, OBJ sequences and one MP4.
+"""Writers: a conversation's motions to NPZ, OBJ, MP4, CSV, GLB and WAV files.
 
 Each writer takes its paths from the conversation's OutputPlan and writes each
 output under a temporary name from the run's OutputTransaction, which renames
@@ -35,6 +35,7 @@ class Writer(ABC):
     def __init__(
         self, plan: OutputPlan, options: OutputOptions, transaction: OutputTransaction
     ) -> None:
+        self.plan = plan
         self.paths = plan.paths(self.format)
         self.options = options
         self.transaction = transaction
@@ -150,6 +151,33 @@ class CsvWriter(Writer):
         return self.paths
 
 
+class GlbWriter(Writer):
+    """``<video_stem>.glb``: every head skinned and morphing, one animation
+    for the whole conversation (see ``gltf``)."""
+
+    format = "glb"
+
+    def write(self, conversation, head=None, progress=None, cancelled=None):
+        from dualtalk_cli.gltf import conversation_glb
+
+        (path,) = self.paths
+        rigs = []
+        for done, motion in enumerate(conversation.motions):
+            stop_if(cancelled)
+            rigs.append(head.rig(motion))
+            if progress:
+                progress("glb", done, len(conversation.motions) + 1)
+        extras = {"speakers": list(self.plan.stems)}
+        if "wav" in self.plan.formats:
+            extras["audio"] = self.plan.paths("wav")[0].name
+        data = conversation_glb(rigs, extras)
+        with writing_error(path):
+            self.transaction.file(path).write_bytes(data)
+        if progress:
+            progress("glb", len(rigs) + 1, len(rigs) + 1)
+        return [path]
+
+
 class WavWriter(Writer):
     """``<video_stem>.wav``: the conversation's audio, A left and B right, so an
     engine can play an exported animation in sync."""
@@ -169,7 +197,7 @@ class WavWriter(Writer):
 
 WRITERS: dict[str, type[Writer]] = {
     writer.format: writer
-    for writer in (NpzWriter, ObjWriter, Mp4Writer, CsvWriter, WavWriter)
+    for writer in (NpzWriter, ObjWriter, Mp4Writer, CsvWriter, GlbWriter, WavWriter)
 }
 
 

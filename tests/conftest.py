@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dualtalk_cli.testing import write_dialogue
+from dualtalk_cli.testing import write_dialogue, write_pair
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -67,3 +67,14 @@ def leftovers(folder: Path) -> list[Path]:
     return [
         p for p in folder.rglob("*") if ".partial" in p.name or ".previous" in p.name
     ]
+
+
+def animate_pair(folder: Path, formats: str, seconds: float = 2.0) -> Path:
+    """A ``seconds`` dialogue ``talk_speaker1/2.wav`` in ``folder`` animated into
+    ``folder/out`` in ``formats``; returns that folder."""
+    write_pair(folder, "talk", seconds=seconds)
+    out = folder / "out"
+    audio = (folder / "talk_speaker1.wav", folder / "talk_speaker2.wav")
+    result = run_cli("animate", *audio, "-o", out, "--format", formats)
+    assert result.returncode == 0, result.stderr
+    return out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import assert_one_line_error, leftovers, run_cli
+from conftest import animate_pair, assert_one_line_error, leftovers, run_cli
 from dualtalk_cli.livelink import BLENDSHAPE_COUNT, HEADER, livelink_columns
 from dualtalk_cli.motion import ARKIT_NAMES, load_motion
 from dualtalk_cli.testing import make_motion, write_dataset_npz, write_pair
@@ -42,12 +42,8 @@ def read_csv(path) -> tuple[list[str], list[list[str]]]:
 def exported(tmp_path_factory):
     """A 2 s dialogue animated into NPZ, CSV and WAV."""
     folder = tmp_path_factory.mktemp("exports")
-    write_pair(folder, "talk", seconds=2.0)
-    out = folder / "out"
-    audio = (folder / "talk_speaker1.wav", folder / "talk_speaker2.wav")
-    result = run_cli("animate", *audio, "-o", out, "--format", "npz,csv,wav")
-    assert result.returncode == 0, result.stderr
-    return audio, out
+    out = animate_pair(folder, "npz,csv,wav")
+    return (folder / "talk_speaker1.wav", folder / "talk_speaker2.wav"), out
 
 
 def test_live_link_csv_columns_rows_and_values(exported):
@@ -115,6 +111,7 @@ def test_format_lists_and_refusals(tmp_path):
         "x_speaker1",
         "x_speaker1.csv",
         "x_speaker1.npz",
+        "x_speaker1_x_speaker2.glb",
         "x_speaker1_x_speaker2.wav",
         "x_speaker2",
         "x_speaker2.csv",

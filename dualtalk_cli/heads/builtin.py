@@ -22,7 +22,7 @@ from scipy.sparse import csr_matrix
 
 from dualtalk_cli.arrays import read_arrays
 from dualtalk_cli.errors import HeadUnavailable
-from dualtalk_cli.heads.base import Head
+from dualtalk_cli.heads.base import Head, Rig
 from dualtalk_cli.heads.lbs import lbs
 from dualtalk_cli.motion import ARKIT_NAMES, Motion
 
@@ -42,6 +42,7 @@ BONE_CHANNELS = (
     "eyeLookOutRight",
     "eyeLookUpRight",
 )
+_BONE_TARGETS = [ARKIT_NAMES.index(name) for name in BONE_CHANNELS]
 _BLINK_LEFT = ARKIT_NAMES.index("eyeBlinkLeft")
 _BLINK_RIGHT = ARKIT_NAMES.index("eyeBlinkRight")
 
@@ -96,7 +97,8 @@ class BuiltinHead(Head):
         self.parents = data["joint_parents"]
         self.weights = data["weights"]
         basis = data["arkit_deltas"].astype(np.float32)
-        basis[[ARKIT_NAMES.index(name) for name in BONE_CHANNELS]] = 0.0
+        self._deltas = basis.copy()  # every target, for animation files
+        basis[_BONE_TARGETS] = 0.0
         # (V*3, 52), sparse: each target moves a fifth of the head, so one sparse
         # matmul per chunk of frames costs a tenth of a dense one.
         self._basis = csr_matrix(basis.reshape(len(ARKIT_NAMES), -1).T)
@@ -117,23 +119,56 @@ class BuiltinHead(Head):
     def vertex_colors(self) -> np.ndarray:
         return self._colors
 
+    def _weights(self, motion: Motion, frames: slice) -> np.ndarray:
+        """(n, 52) target weights: the motion's, blinking with the eyelids too."""
+        weights = np.array(motion.arkit[frames], np.float32)
+        lids = motion.eyelids[frames]
+        weights[:, _BLINK_LEFT] = np.maximum(weights[:, _BLINK_LEFT], lids[:, 0])
+        weights[:, _BLINK_RIGHT] = np.maximum(weights[:, _BLINK_RIGHT], lids[:, 1])
+        return weights
+
+    def _rotations(self, motion: Motion, frames: slice) -> np.ndarray:
+        """(n, 5, 3) joint axis-angles: no root, then neck, jaw and both eyes."""
+        neck = motion.neck_pose[frames]
+        rotations = np.zeros((len(neck), len(JOINT_NAMES), 3), np.float32)
+        rotations[:, 1] = neck
+        rotations[:, 2] = motion.jaw_pose[frames]
+        rotations[:, 3] = motion.eyes[frames, 0:3]
+        rotations[:, 4] = motion.eyes[frames, 3:6]
+        return rotations
+
     def vertices(
         self, motion: Motion, start: int = 0, stop: int | None = None
     ) -> np.ndarray:
         """(stop - start, V, 3) float32 vertices for frames ``start:stop``."""
         frames = slice(start, motion.n_frames if stop is None else stop)
-        weights = np.array(motion.arkit[frames], np.float32)
-        lids = motion.eyelids[frames]
-        weights[:, _BLINK_LEFT] = np.maximum(weights[:, _BLINK_LEFT], lids[:, 0])
-        weights[:, _BLINK_RIGHT] = np.maximum(weights[:, _BLINK_RIGHT], lids[:, 1])
+        weights = self._weights(motion, frames)
         deltas = (self._basis @ weights.T).T.reshape(len(weights), -1, 3)
         shaped = self._rest + deltas
-        rotations = np.zeros((len(weights), len(JOINT_NAMES), 3), np.float32)
-        rotations[:, 1] = motion.neck_pose[frames]
-        rotations[:, 2] = motion.jaw_pose[frames]
-        rotations[:, 3] = motion.eyes[frames, 0:3]
-        rotations[:, 4] = motion.eyes[frames, 3:6]
+        rotations = self._rotations(motion, frames)
         return lbs(shaped, self.joints, self.parents, self.weights, rotations)
+
+    def rig(self, motion: Motion) -> Rig:
+        """All 52 ARKit targets; the nine that the jaw and eye bones show are
+        keyed at zero, so the bones alone move the jaw and the eyes."""
+        frames = slice(0, motion.n_frames)
+        weights = self._weights(motion, frames)
+        weights[:, _BONE_TARGETS] = 0.0
+        return Rig(
+            rest_vertices=self._rest,
+            faces=self._faces,
+            vertex_colors=self._colors,
+            target_names=ARKIT_NAMES,
+            target_deltas=self._deltas,
+            target_weights=weights,
+            joint_names=JOINT_NAMES,
+            parents=self.parents,
+            rest_joints=self.joints,
+            joints=np.broadcast_to(self.joints, (motion.n_frames, *self.joints.shape)),
+            joint_rotations=self._rotations(motion, frames),
+            skin_weights=self.weights,
+            frames_per_second=motion.frames_per_second,
+        )
 
     def notes(self, motion: Motion) -> list[str]:
         """Say so when the motion has FLAME expressions this head cannot show."""

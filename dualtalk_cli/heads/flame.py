@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +27,14 @@ import numpy as np
 
 from dualtalk_cli.arrays import NPY_KEY, open_input, read_arrays
 from dualtalk_cli.errors import HeadUnavailable
-from dualtalk_cli.heads.base import Head
-from dualtalk_cli.heads.lbs import lbs
+from dualtalk_cli.heads.base import Head, Rig, split_signs
+from dualtalk_cli.heads.lbs import lbs, rodrigues
 from dualtalk_cli.motion import Motion
 
 N_VERTICES = 5023
 N_FACES = 9976
 N_JOINTS = 5  # root, neck, jaw, left eye, right eye
+JOINT_NAMES = ("root", "neck", "jaw", "eye_left", "eye_right")
 # FLAME's own bases, apart from DualTalk's 50 expressions and 100 stored shapes.
 FLAME_SHAPES = 300
 FLAME_EXPRESSIONS = 100
@@ -460,6 +462,10 @@ class FlameHead(Head):
             lids = load_eyelids(flame_eyelids)
             self._lids = np.ascontiguousarray(lids.reshape(2, n), np.float32)
             self._joint_lids = np.einsum("jv,lvc->ljc", model.J_regressor, lids)
+        # Expressions, then the eyelids when given: (100 [+2], V*3).
+        self._basis = self._expr_basis
+        if self._lids is not None:
+            self._basis = np.concatenate([self._expr_basis, self._lids])
         self._shape_key: bytes | None = None
         self._rest = model.v_template.astype(np.float32)
 
@@ -484,31 +490,42 @@ class FlameHead(Head):
             self._shape_key = key
         return self._shaped_mesh, self._shaped_joints
 
+    @staticmethod
+    def _identity(motion: Motion) -> np.ndarray:
+        """(300,) shape values: row 0 for every frame, as DualTalk's renderer does."""
+        shape = np.zeros(FLAME_SHAPES)
+        row = np.asarray(motion.shape[0, :FLAME_SHAPES], np.float64)
+        shape[: row.size] = row
+        return shape
+
+    def _frames(
+        self, motion: Motion, frames: slice
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Identity mesh (V*3,), coefficients (n, 100 [+2 lids]) of ``_basis``,
+        joints (n, 5, 3) and rotations (n, 5, 3) of ``frames``."""
+        mesh, joints = self._shaped(self._identity(motion))
+        exp = np.zeros((len(motion.exp[frames]), FLAME_EXPRESSIONS), np.float32)
+        exp[:, : motion.exp.shape[1]] = motion.exp[frames, :FLAME_EXPRESSIONS]
+        joints = joints + np.einsum("jck,tk->tjc", self._joint_expr, exp)
+        coefficients = exp
+        if self._lids is not None:
+            lids = np.asarray(motion.eyelids[frames], np.float32)
+            joints = joints + np.einsum("ljc,tl->tjc", self._joint_lids, lids)
+            coefficients = np.concatenate([exp, lids], axis=1)
+        rotations = np.zeros((len(exp), N_JOINTS, 3))
+        rotations[:, 1] = motion.neck_pose[frames]
+        rotations[:, 2] = motion.jaw_pose[frames]
+        rotations[:, 3] = motion.eyes[frames, 0:3]
+        rotations[:, 4] = motion.eyes[frames, 3:6]
+        return mesh, coefficients, joints, rotations
+
     def vertices(
         self, motion: Motion, start: int = 0, stop: int | None = None
     ) -> np.ndarray:
         """(stop - start, 5023, 3) float32 vertices for frames ``start:stop``."""
         frames = slice(start, motion.n_frames if stop is None else stop)
-        # Identity is row 0 for every frame, as DualTalk's renderer does.
-        shape = np.zeros(FLAME_SHAPES)
-        row = np.asarray(motion.shape[0, :FLAME_SHAPES], np.float64)
-        shape[: row.size] = row
-        mesh, joints = self._shaped(shape)
-        exp = np.zeros((len(motion.exp[frames]), FLAME_EXPRESSIONS), np.float32)
-        exp[:, : motion.exp.shape[1]] = motion.exp[frames, :FLAME_EXPRESSIONS]
-        n_frames = len(exp)
-        offsets = exp @ self._expr_basis
-        joints = joints + np.einsum("jck,tk->tjc", self._joint_expr, exp)
-        if self._lids is not None:
-            lids = np.asarray(motion.eyelids[frames], np.float32)
-            offsets += lids @ self._lids
-            joints = joints + np.einsum("ljc,tl->tjc", self._joint_lids, lids)
-        rotations = np.zeros((n_frames, N_JOINTS, 3))
-        rotations[:, 1] = motion.neck_pose[frames]
-        rotations[:, 2] = motion.jaw_pose[frames]
-        rotations[:, 3] = motion.eyes[frames, 0:3]
-        rotations[:, 4] = motion.eyes[frames, 3:6]
-        shaped = (mesh + offsets).reshape(n_frames, N_VERTICES, 3)
+        mesh, coefficients, joints, rotations = self._frames(motion, frames)
+        shaped = (mesh + coefficients @ self._basis).reshape(len(joints), N_VERTICES, 3)
         return lbs(
             shaped,
             joints,
@@ -517,6 +534,58 @@ class FlameHead(Head):
             rotations,
             self._pose_basis,
         )
+
+    def rig(self, motion: Motion) -> Rig:
+        """The identity baked into the rest mesh; each expression component the
+        motion uses (and the eyelids) as targets, split by sign; no pose
+        correctives, which no animation file can drive from joint rotations."""
+        frames = slice(0, motion.n_frames)
+        mesh, coefficients, joints, rotations = self._frames(motion, frames)
+        basis = self._basis.reshape(len(self._basis), N_VERTICES, 3)
+        names = [f"exp{k:02d}" for k in range(FLAME_EXPRESSIONS)]
+        names += ["eyelid_left", "eyelid_right"][: len(basis) - FLAME_EXPRESSIONS]
+        names, deltas, weights, scales = split_signs(names, basis, coefficients)
+        shape = self._identity(motion)
+        return Rig(
+            rest_vertices=mesh.reshape(N_VERTICES, 3).astype(np.float32),
+            faces=self.model.faces,
+            vertex_colors=None,
+            target_names=tuple(names),
+            target_deltas=deltas,
+            target_weights=weights,
+            joint_names=JOINT_NAMES,
+            parents=self.model.parents,
+            rest_joints=self._shaped(shape)[1],
+            joints=joints,
+            joint_rotations=rotations,
+            skin_weights=self.model.weights.astype(np.float32),
+            frames_per_second=motion.frames_per_second,
+            target_scales=tuple(scales),
+        )
+
+    def rig_notes(self, motions: Sequence[Motion]) -> list[str]:
+        """The pose correctives ``rig`` leaves out, with the most they move a
+        vertex in ``motions``."""
+        largest = 0.0
+        for motion in motions:
+            for start in range(0, motion.n_frames, 256):  # bounded memory
+                frames = slice(start, start + 256)
+                rotations = np.concatenate(
+                    [motion.neck_pose[frames], motion.jaw_pose[frames],
+                     motion.eyes[frames]], axis=1
+                ).reshape(-1, N_JOINTS - 1, 3)  # fmt: skip
+                matrices = rodrigues(rotations)
+                features = (matrices - np.eye(3)).reshape(len(matrices), -1)
+                offsets = features.astype(np.float32) @ self._pose_basis
+                offsets = offsets.reshape(len(matrices), N_VERTICES, 3)
+                largest = max(largest, float(np.linalg.norm(offsets, axis=2).max()))
+        if largest < 5e-6:  # below the OBJ files' rounding: nothing to say
+            return []
+        return [
+            "the GLB leaves out FLAME's pose correctives (animation files have no "
+            f"pose-driven shapes): vertices differ from the OBJ by up to "
+            f"{largest * 1000:.2f} mm"
+        ]
 
     def notes(self, motion: Motion) -> list[str]:
         """Warn when the file is not FLAME 2020, whose coefficients DualTalk uses."""
