@@ -218,7 +218,8 @@ FormatOpt = Annotated[
         "--format",
         "-f",
         help="Outputs, comma-separated: npz, obj, mp4, csv (Live Link Face), glb "
-        "(glTF animation, with the wav), wav, or all [default: npz,obj,mp4].",
+        "(glTF animation; brings the wav when there is audio), wav, or all "
+        "[default: npz,obj,mp4].",
         show_default=False,
     ),
 ]

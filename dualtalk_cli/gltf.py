@@ -86,7 +86,6 @@ class _Builder:
         array: np.ndarray,
         target: int | None = None,
         bounds: bool = False,
-        normalized: bool = False,
     ) -> int:
         """An accessor of ``array`` (N, width) or (N,); one per distinct content."""
         array = np.ascontiguousarray(array)
@@ -98,7 +97,7 @@ class _Builder:
             np.dtype(np.uint32): _UINT32,
         }[array.dtype]
         digest = hashlib.sha256(array.tobytes()).digest()
-        key = (digest, component, width, target, bounds, normalized)
+        key = (digest, component, width, target, bounds)
         if key in self._accessors:
             return self._accessors[key]
         while len(self.blob) % 4:  # every view starts 4-byte aligned
@@ -112,7 +111,6 @@ class _Builder:
         accessor = self.gl.Accessor(
             bufferView=len(self.gltf.bufferViews) - 1,
             componentType=component,
-            normalized=normalized or None,
             count=len(array),
             type=_TYPES[width],
         )
@@ -202,7 +200,8 @@ def _add_head(
     )
     mesh = gl.Mesh(name=f"head_{label}", primitives=[primitive])
     if targets:
-        mesh.weights = [0.0] * len(targets)
+        # The first frame's weights: they hold when no channel keys them.
+        mesh.weights = [float(w) for w in rig.target_weights[0]]
         mesh.extras = {"targetNames": list(rig.target_names)}
         if rig.target_scales is not None:  # coefficient = weight x scale
             mesh.extras["targetScales"] = list(rig.target_scales)
@@ -320,7 +319,7 @@ def _key(
     # Joint offsets come out of matrix inverses: still joints wobble by 1e-9 m.
     tolerance = STILL_TRANSLATION if path == "translation" else 0.0
     if len(values) < 2 or np.abs(values - values[0]).max() <= tolerance:
-        return  # still: the node's own value holds
+        return  # still: the node's own value (frame 0's) holds
     gl = builder.gl
     times = np.arange(len(values), dtype=np.float64) / rig.frames_per_second
     sampler = gl.AnimationSampler(

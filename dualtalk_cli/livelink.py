@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dualtalk_cli.motion import ARKIT_INDEX, ARKIT_NAMES, Motion
+from dualtalk_cli.motion import (
+    ARKIT_INDEX,
+    ARKIT_NAMES,
+    Motion,
+    jaw_from_jaw_open,
+    jaw_open_from_jaw,
+)
 
 ROTATION_COLUMNS = (
     "HeadYaw", "HeadPitch", "HeadRoll",
@@ -36,7 +42,6 @@ ROTATION_COLUMNS = (
 BLENDSHAPE_COLUMNS = tuple(name[0].upper() + name[1:] for name in ARKIT_NAMES)
 HEADER = ("Timecode", "BlendShapeCount", *BLENDSHAPE_COLUMNS, *ROTATION_COLUMNS)
 BLENDSHAPE_COUNT = len(BLENDSHAPE_COLUMNS) + len(ROTATION_COLUMNS)  # 61
-JAW_RAD_PER_OPEN = 0.3  # jaw rotation (rad) shown as JawOpen 1.0, as the engine's
 
 
 def timecode(frame: int, frames_per_second: float) -> str:
@@ -69,7 +74,7 @@ def livelink_columns(motion: Motion) -> np.ndarray:
     weights = np.asarray(motion.arkit, np.float64).copy()
     jaw_open = ARKIT_INDEX["jawOpen"]
     if not np.any(weights[:, jaw_open]):
-        weights[:, jaw_open] = np.clip(motion.jaw_pose[:, 0] / JAW_RAD_PER_OPEN, 0, 1)
+        weights[:, jaw_open] = jaw_open_from_jaw(motion.jaw_pose[:, 0])
     rotations = [
         euler_angles(motion.neck_pose),
         euler_angles(motion.eyes[:, 0:3]),
@@ -103,8 +108,8 @@ def write_livelink_csv(path: str | os.PathLike, motion: Motion) -> None:
 def read_livelink_csv(path: str | os.PathLike, frames_per_second: float | None = None):
     """A Motion from a Live Link Face CSV (an iPhone recording, or ours).
 
-    The jaw opens by ``JawOpen`` (0.3 rad at 1.0) and the head and eyes turn
-    by their angles; FLAME expression values stay zero. The frame rate is
+    The jaw opens by ``JawOpen`` (``motion.jaw_from_jaw_open``) and the head
+    and eyes turn by their angles; FLAME expression values stay zero. The frame rate is
     ``frames_per_second``, else read from the timecodes' frame numbers.
     """
     import csv
@@ -166,7 +171,7 @@ def _motion_from_columns(table: np.ndarray, frames_per_second: float) -> Motion:
     angles = table[:, len(ARKIT_NAMES) :]
     pose = np.zeros((n_frames, 6), np.float32)
     pose[:, 0:3] = rotvec(angles[:, 0:3])
-    pose[:, 3] = JAW_RAD_PER_OPEN * weights[:, ARKIT_INDEX["jawOpen"]]
+    pose[:, 3] = jaw_from_jaw_open(weights[:, ARKIT_INDEX["jawOpen"]])
     eyes = np.concatenate([rotvec(angles[:, 3:6]), rotvec(angles[:, 6:9])], axis=1)
     base = Motion.neutral(n_frames, frames_per_second, engine="livelink-csv")
     return replace(base, pose=pose, eyes=eyes, arkit=weights)

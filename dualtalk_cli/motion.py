@@ -48,6 +48,27 @@ ARKIT_NAMES: tuple[str, ...] = (
 N_ARKIT = len(ARKIT_NAMES)
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_NAMES)}
 
+# The one mapping between FLAME's jaw rotation (about x, radians) and a mouth
+# opening 0..1 (ARKit jawOpen, Live Link JawOpen, the built-in head's jaw):
+# opening = (jaw / JAW_FULL_OPEN_RAD) ** JAW_OPEN_EXPONENT, clipped to 0..1.
+# The DualTalk dataset's tracked jaw is mostly 0..0.15 rad with a median near
+# 0.01, so its typical 0.01-0.05 rad open the mouth by 0.26-0.58: visibly.
+JAW_FULL_OPEN_RAD = 0.15
+JAW_OPEN_EXPONENT = 0.5
+
+
+def jaw_open_from_jaw(jaw: np.ndarray) -> np.ndarray:
+    """Mouth opening 0..1 of FLAME jaw rotations about x (radians)."""
+    ratio = np.clip(np.asarray(jaw, np.float64) / JAW_FULL_OPEN_RAD, 0.0, 1.0)
+    return ratio**JAW_OPEN_EXPONENT
+
+
+def jaw_from_jaw_open(opening: np.ndarray) -> np.ndarray:
+    """FLAME jaw rotation about x (radians) of mouth openings 0..1."""
+    clipped = np.clip(np.asarray(opening, np.float64), 0.0, 1.0)
+    return JAW_FULL_OPEN_RAD * clipped ** (1.0 / JAW_OPEN_EXPONENT)
+
+
 _DATASET_KEYS = ("exp", "pose")
 # What load_motion reads of a file; anything else (the dataset's tex, cam,
 # light) is never decompressed.

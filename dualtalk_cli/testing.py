@@ -7,6 +7,7 @@ data is needed). Nothing here runs at a user's run time.
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -253,3 +254,34 @@ def write_pair(folder: Path, clip: str, seconds: float = 1.5, seed: int = 0) -> 
     b = voice(seconds, [(half + 0.1, seconds - 0.1)], 210, seed=seed + 50)
     soundfile.write(folder / f"{clip}_speaker1.wav", a, SAMPLE_RATE)
     soundfile.write(folder / f"{clip}_speaker2.wav", b, SAMPLE_RATE)
+
+
+def write_spoken_words(
+    path: Path, words: list[str], voice: str = "en-us", gap: float = 0.35
+) -> list[tuple[str, float, float]]:
+    """Speak ``words`` one by one with espeak-ng into a 16 kHz WAV at ``path``,
+    ``gap`` seconds of silence between them; returns each word's (word, start,
+    end) in seconds, known because the audio is built word by word."""
+    import subprocess
+
+    import soundfile
+    import soxr
+
+    pieces = [np.zeros(int(gap * SAMPLE_RATE), np.float32)]
+    spans = []
+    at = gap
+    for word in words:
+        spoken = subprocess.run(
+            ["espeak-ng", "-v", voice, "--stdout", word],
+            capture_output=True,
+            check=True,
+        ).stdout
+        audio, rate = soundfile.read(io.BytesIO(spoken), dtype="float32")
+        audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
+        loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
+        audio = audio[loud[0] : loud[-1] + 1]  # the word alone, no padding
+        spans.append((word, at, at + len(audio) / SAMPLE_RATE))
+        pieces += [audio, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
+        at += (len(audio) + int(gap * SAMPLE_RATE)) / SAMPLE_RATE
+    soundfile.write(path, np.concatenate(pieces), SAMPLE_RATE)
+    return spans

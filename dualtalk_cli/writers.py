@@ -166,7 +166,7 @@ class GlbWriter(Writer):
             stop_if(cancelled)
             rigs.append(head.rig(motion))
             if progress:
-                progress("glb", done, len(conversation.motions) + 1)
+                progress("glb", done + 1, len(conversation.motions) + 1)
         extras = {"speakers": list(self.plan.stems)}
         if "wav" in self.plan.formats:
             extras["audio"] = self.plan.paths("wav")[0].name

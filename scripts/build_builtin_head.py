@@ -58,12 +58,19 @@ SKIN = (214, 164, 140)
 LIPS = (176, 96, 96)
 LIP_MIX = 0.5  # how far lips go from SKIN toward LIPS
 LIP_FADE = (0.008, 0.014)  # metres from the mouth cavity: full tint .. none
-MOUTH = (92, 38, 44)
+MOUTH = (58, 22, 28)  # dark, so an open mouth reads as an opening
 TEETH = (232, 228, 214)
 TONGUE = (178, 86, 96)
 SCLERA = (238, 236, 230)
 IRIS = (85, 62, 45)
 PUPIL = (12, 10, 10)
+
+# The mouth's interior (metres): see place_mouth_interior.
+TONGUE_FLATTEN = 0.7  # the tongue's height kept, measured from its bottom
+TONGUE_SHIFT = (0.0, -0.004, -0.007)  # down and back, behind the lower teeth
+UPPER_TEETH_SHIFT = (0.0, -0.003, 0.0)
+LIP_DEPTH = 0.02  # the lips' inner rim lies this far behind their front
+LIP_LINE_SPREAD = 0.006  # ... and this close to the line where they meet
 
 # Polar angles (degrees from the gaze axis) of the eyeball's rings; the close
 # pairs give sharp pupil and iris edges with per-vertex colours.
@@ -265,6 +272,40 @@ def mouth_and_lips(
     return cavity, tint
 
 
+def place_mouth_interior(
+    vertices: np.ndarray, part: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Teeth and tongue moved to where an open mouth shows them (metres in).
+
+    The helper tongue rises to the palate, so an open mouth showed a wall of
+    tongue: it is flattened and lowered behind the lower teeth. The upper teeth
+    drop a little, so their edges show under the upper lip as the mouth opens.
+    """
+    vertices = vertices.copy()
+    tongue = part == 3
+    bottom = vertices[tongue, 1].min()
+    vertices[tongue, 1] = bottom + TONGUE_FLATTEN * (vertices[tongue, 1] - bottom)
+    vertices[tongue] += TONGUE_SHIFT
+    upper_teeth = (part == 2) & (weights[:, 2] < 0.5)
+    vertices[upper_teeth] += UPPER_TEETH_SHIFT
+    return vertices
+
+
+def inner_lip_edge(
+    vertices: np.ndarray, faces: np.ndarray, cavity: np.ndarray, tint: np.ndarray
+) -> np.ndarray:
+    """Ids of the lip vertices that border the mouth cavity: the opening's rim."""
+    touches = np.zeros(len(cavity), bool)
+    touches[faces[cavity[faces].any(axis=1)].ravel()] = True
+    rim = np.flatnonzero(touches & ~cavity & (tint > 0))
+    # The cavity also meets the skin deep inside (the throat): keep the front.
+    front = vertices[rim, 2] > vertices[rim, 2].max() - LIP_DEPTH
+    rim = rim[front]
+    # ... and the closed lips' line, not the odd gum vertex beside it.
+    line = np.abs(vertices[rim, 1] - np.median(vertices[rim, 1])) < LIP_LINE_SPREAD
+    return rim[line].astype(np.int32)
+
+
 def smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
@@ -333,9 +374,11 @@ def build(wheel: Path) -> dict[str, np.ndarray]:
             deltas[k, new_id[ids[inside]]] = offsets[inside]
 
     vertices = base[old_ids] * METRES
+    vertices = place_mouth_interior(vertices, part, weights)
     cavity, tint = mouth_and_lips(
         vertices, triangulate(head_quads), part == 0, new_id[MOUTH_SEED]
     )
+    lip_edge = inner_lip_edge(vertices, triangulate(head_quads), cavity, tint)
     colours = (1.0 - LIP_MIX * tint[:, None]) * SKIN + LIP_MIX * tint[:, None] * LIPS
     colours[cavity] = MOUTH
     colours[part == 2] = TEETH
@@ -360,6 +403,7 @@ def build(wheel: Path) -> dict[str, np.ndarray]:
         ]
     vertices, colours, weights, part = vertex_parts
     deltas = np.pad(deltas, ((0, 0), (0, len(vertices) - deltas.shape[1]), (0, 0)))
+    cavity = np.pad(cavity, (0, len(vertices) - len(cavity)))
 
     joints = np.stack(
         [
@@ -377,6 +421,8 @@ def build(wheel: Path) -> dict[str, np.ndarray]:
         "faces": np.concatenate(faces).astype(np.int32),
         "vertex_colors": np.round(colours).astype(np.uint8),
         "vertex_part": part,
+        "mouth_cavity": cavity,  # the skin inside the mouth, behind the lips
+        "lip_inner_edge": lip_edge,  # ids of the lips' vertices along the opening
         "part_names": np.array(PART_NAMES),
         "arkit_names": np.array(ARKIT_NAMES),
         "arkit_deltas": (deltas * METRES).astype(np.float16),

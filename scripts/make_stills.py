@@ -1,4 +1,4 @@
-"""Render the README's stills of the built-in head: neutral, talking, blinking, nodding.
+"""Render the README's stills of the built-in head: neutral, ah, p/b/m, oo, blink, nod.
 
 python scripts/make_stills.py            # writes docs/builtin_head.png
 """
@@ -11,37 +11,42 @@ from pathlib import Path
 
 import numpy as np
 
+from dualtalk_cli.engines.lips import VISEMES
 from dualtalk_cli.heads import load_head
-from dualtalk_cli.motion import ARKIT_INDEX, Motion
+from dualtalk_cli.motion import ARKIT_INDEX, Motion, jaw_from_jaw_open
 from dualtalk_cli.render import Renderer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def pose(
-    jaw_open: float = 0.0,
+    opening: float = 0.0,
+    viseme: str = "rest",
     blink: float = 0.0,
     pitch: float = 0.0,
     yaw: float = 0.0,
     **arkit: float,
 ) -> Motion:
-    """A one-frame motion; jaw_open is the ARKit weight, shown as 0.3 rad at 1."""
+    """A one-frame motion: a mouth opening (0..1, the jaw mapping), a viseme's
+    shapes as the procedural engine makes them, and extra ARKit weights."""
     motion = Motion.neutral(1)
     weights = motion.arkit.copy()
-    for name, value in arkit.items():
+    for name, value in {**VISEMES[viseme].shapes, **arkit}.items():
         weights[0, ARKIT_INDEX[name]] = value
-    head_pose = np.array([[pitch, yaw, 0.0, 0.3 * jaw_open, 0.0, 0.0]], np.float32)
+    jaw = float(jaw_from_jaw_open(opening))
+    head_pose = np.array([[pitch, yaw, 0.0, jaw, 0.0, 0.0]], np.float32)
     eyelids = np.full((1, 2), blink, np.float32)
     return replace(motion, arkit=weights, pose=head_pose, eyelids=eyelids)
 
 
 STILLS = {
     "neutral": pose(),
-    "talking": pose(jaw_open=0.55, mouthFunnel=0.3, mouthLowerDownLeft=0.3,
-                    mouthLowerDownRight=0.3, browInnerUp=0.4),
-    "blinking": pose(blink=1.0, yaw=0.1),
-    "nodding": pose(pitch=0.22, mouthSmileLeft=0.35, mouthSmileRight=0.35),
-}  # fmt: skip
+    "ah": pose(opening=0.75, viseme="open", browInnerUp=0.3),
+    "p/b/m": pose(viseme="bilabial"),
+    "oo": pose(opening=0.3, viseme="rounded"),
+    "blink": pose(blink=1.0, yaw=0.1),
+    "nod": pose(pitch=0.22, mouthSmileLeft=0.35, mouthSmileRight=0.35),
+}
 
 
 def main() -> None:

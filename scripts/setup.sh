@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine: system GL libraries and a .venv.
-# With --test, also what the tests check our files with: Blender (apt) and the
+# With --test, also what the tests use: Blender and espeak-ng (apt) and the
 # Khronos glTF-Validator (npm, into .cache/node).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -16,8 +16,9 @@ done
 
 # EGL/GL libraries for headless rendering (pyrender on Mesa's software rasterizer).
 packages=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libxrender1)
-# Blender imports our GLB files in the tests; Debian's build needs numpy from apt.
-$testing && packages+=(blender python3-numpy)
+# Blender imports our GLB files in the tests (Debian's build needs numpy from
+# apt); espeak-ng speaks the words the lip tests listen to.
+$testing && packages+=(blender python3-numpy espeak-ng)
 need=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")

@@ -44,8 +44,9 @@ class Glb:
                         if a @ b < 0:
                             b = -b
                         angle = np.arccos(np.clip(a @ b, -1, 1))
-                        if angle < 1e-9:
-                            return a
+                        if angle < 1e-6:  # slerp is lerp here
+                            q = (1 - t) * a + t * b
+                            return q / np.linalg.norm(q)
                         return (
                             np.sin((1 - t) * angle) * a + np.sin(t * angle) * b
                         ) / np.sin(angle)

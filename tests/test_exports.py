@@ -12,7 +12,7 @@ import soundfile
 
 from conftest import animate_pair, assert_one_line_error, leftovers, run_cli
 from dualtalk_cli.livelink import BLENDSHAPE_COUNT, HEADER, livelink_columns
-from dualtalk_cli.motion import ARKIT_NAMES, load_motion
+from dualtalk_cli.motion import ARKIT_NAMES, jaw_open_from_jaw, load_motion
 from dualtalk_cli.testing import make_motion, write_dataset_npz, write_pair
 
 LIVE_LINK_HEADER = (
@@ -83,7 +83,7 @@ def test_motion_without_arkit_gets_jaw_open_from_the_jaw(tmp_path):
     assert not dataset.arkit.any()
     columns = livelink_columns(dataset)
     jaw_open = columns[:, ARKIT_NAMES.index("jawOpen")]
-    np.testing.assert_allclose(jaw_open, np.clip(dataset.jaw_pose[:, 0] / 0.3, 0, 1))
+    np.testing.assert_allclose(jaw_open, jaw_open_from_jaw(dataset.jaw_pose[:, 0]))
     assert jaw_open.max() > 0.5
 
 

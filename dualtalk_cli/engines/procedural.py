@@ -1,10 +1,15 @@
-"""Procedural engine: talking and listening heads from signal features alone.
+"""Procedural engine: talking and listening heads from the signal and its phones.
 
 Each track is analysed at 100 Hz (band energy, spectral centroid). A voice
-activity detector that discounts the partner's leaked voice decides who speaks;
-the speaker's jaw and lips follow their speech envelope, the listener keeps the
-mouth closed, nods at the partner's phrase ends and smiles now and then. Blinks,
-gaze with saccades and a slow head sway run all the time. No learned model.
+activity detector that discounts the partner's leaked voice decides who speaks.
+Where a person speaks, a phone recogniser (``phones``) names the sounds and the
+mouth takes their visemes (``engines/lips``: closed lips on p/b/m, rounded on
+oo, open on ah), opened by the speech envelope, ahead of the sound; where no
+phone is recognised, acoustic rules shape it. The listener keeps the mouth
+closed, nods at the partner's phrase ends and smiles now and then. Blinks, gaze
+with saccades and a slow head sway run all the time. No learned model; the
+jaw's FLAME rotation is on the DualTalk dataset's scale
+(``motion.jaw_from_jaw_open``).
 """
 
 from __future__ import annotations
@@ -13,11 +18,21 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 from scipy.signal import butter, find_peaks, sosfilt
 
 from dualtalk_cli.audio import FPS, SAMPLE_RATE
 from dualtalk_cli.engines.base import Engine
-from dualtalk_cli.motion import ARKIT_INDEX, N_ARKIT, N_EXPRESSION, N_SHAPE, Motion
+from dualtalk_cli.engines.lips import SHAPE_NAMES, viseme_tracks
+from dualtalk_cli.motion import (
+    ARKIT_INDEX,
+    N_ARKIT,
+    N_EXPRESSION,
+    N_SHAPE,
+    Motion,
+    jaw_from_jaw_open,
+)
+from dualtalk_cli.phones import Phone, recognise_tracks
 
 ANALYSIS_RATE = 100.0  # feature frames per second
 HOP = 160  # samples between analysis frames (10 ms)
@@ -45,16 +60,24 @@ MAX_GAP_S = 0.25  # shorter pauses stay inside a phrase
 MIN_SPEECH_S = 0.1  # shorter blips are noise or leak
 
 # Mouth.
-ATTACK_S = 0.025
-RELEASE_S = 0.1
-OPEN_RANGE_DB = 24.0  # jaw goes from closed to fully open over this range
-JAW_OPEN_MAX = 0.7  # arkit jawOpen at full opening
-JAW_RAD_PER_OPEN = 0.3  # jaw rotation (rad) for jawOpen 1.0
+OPEN_RANGE_DB = 24.0  # the envelope goes from closed to fully open over this range
+ENVELOPE_SMOOTH_S = 0.025  # Gaussian spread of the speech envelope
+JAW_LEAD_S = 0.04  # the jaw opens this much ahead of the sound
+JAW_OPEN_MAX = 0.85  # arkit jawOpen of the loudest open vowel
+OPEN_FLOOR = 0.3  # share of the opening any voiced phone gets from loudness
+FALLBACK_OPENING = 0.6  # viseme opening assumed where no phone was recognised
 PLOSIVE_SIDE_S = 0.06  # a dip needs loud speech within this time on both sides
-PLOSIVE_DEPTH_DB = (18.0, 30.0)  # dip depth mapped to lip closure 0..1
+PLOSIVE_DEPTH_DB = (7.0, 10.0)  # dip depth mapped to lip closure 0..1
+STRONG_DIP_DB = (12.0, 18.0)  # ... when no phone says it may be a closure
 ROUNDING_OCTAVES = 0.5  # centroid shift (octaves) for full rounding or spreading
-LIP_SHAPE_ATTACK_S = 0.06
-LIP_SHAPE_RELEASE_S = 0.12
+LIP_SHAPE_SMOOTH_S = 0.04
+MOUTH_SHAPES = tuple(
+    sorted({*SHAPE_NAMES, "mouthLowerDownLeft", "mouthLowerDownRight",
+            "mouthUpperUpLeft", "mouthUpperUpRight", "mouthSmileLeft",
+            "mouthSmileRight"})
+)  # fmt: skip
+CLOSING_SHAPES = ("mouthPressLeft", "mouthPressRight", "mouthRollLower",
+                  "mouthRollUpper")  # fmt: skip
 
 # Emphasis: brows and head beats.
 EMPHASIS_WINDOW_S = 2.0  # the phrase's running level
@@ -128,11 +151,15 @@ class ProceduralEngine(Engine):
             speech_mask(features[0], features[1]),
             speech_mask(features[1], features[0]),
         ]
+        phones = recognise_tracks(
+            [(audio, _regions(mask)) for audio, mask in zip((audio_a, audio_b), masks)]
+        )
         motions = [
             _animate_speaker(
                 features[me],
                 masks[me],
                 masks[1 - me],
+                phones[me],
                 speaker_index=me,
                 n_frames=n_frames,
                 frames_per_second=frames_per_second,
@@ -279,10 +306,16 @@ def noise_floor(level_db: np.ndarray) -> np.ndarray:
     return np.minimum(floor, np.percentile(level_db, 95) - NOISE_BELOW_PEAK_DB)
 
 
+def _regions(mask: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) seconds of the runs of a 100 Hz speech mask."""
+    return [(float(start), float(end)) for start, end in _segments_s(mask)]
+
+
 def _animate_speaker(
     features: TrackFeatures,
     own_mask: np.ndarray,
     partner_mask: np.ndarray,
+    phones: list[Phone] | None,
     *,
     speaker_index: int,
     n_frames: int,
@@ -303,7 +336,7 @@ def _animate_speaker(
     speaking = _frame_mean(own_mask.astype(np.float64), n_frames, fps) >= 0.5
 
     arkit = np.zeros((n_frames, N_ARKIT))
-    mouth = _mouth(features, own_mask, n_frames, fps)
+    mouth = _mouth(features, own_mask, phones, n_frames, fps)
     for name, values in mouth.items():
         arkit[:, ARKIT_INDEX[name]] = values
     jaw_open = mouth["jawOpen"]
@@ -341,7 +374,7 @@ def _animate_speaker(
 
     pose = np.zeros((n_frames, 6))
     pose[:, 0:3] = neck + neck_base
-    pose[:, 3] = JAW_RAD_PER_OPEN * jaw_open
+    pose[:, 3] = jaw_from_jaw_open(jaw_open)
     eye_pose = np.zeros((n_frames, 3))
     eye_pose[:, :2] = gaze
     return Motion(
@@ -358,66 +391,106 @@ def _animate_speaker(
 
 
 def _mouth(
-    features: TrackFeatures, mask: np.ndarray, n_frames: int, fps: float
+    features: TrackFeatures,
+    mask: np.ndarray,
+    phones: list[Phone] | None,
+    n_frames: int,
+    fps: float,
 ) -> dict[str, np.ndarray]:
-    """Per-frame mouth weights that follow the speech envelope and spectrum."""
+    """Per-frame mouth weights: visemes of the recognised phones, opened by the
+    speech envelope; acoustic rules where no phone was recognised."""
     zeros = np.zeros(n_frames)
-    names = ("jawOpen", "mouthClose", "mouthPressLeft", "mouthPressRight")
-    names += ("mouthFunnel", "mouthPucker", "mouthStretchLeft", "mouthStretchRight")
-    names += ("mouthLowerDownLeft", "mouthLowerDownRight")
-    names += ("mouthUpperUpLeft", "mouthUpperUpRight")
+    names = ("jawOpen", *MOUTH_SHAPES)
     if not mask.any():
         return {name: zeros for name in names}
     level = features.level_db
     loud = float(np.percentile(features.smooth_db[mask], 95))
-    opening = np.clip((level - (loud - OPEN_RANGE_DB)) / OPEN_RANGE_DB, 0.0, 1.0)
-    opening = _attack_release(opening * mask, ATTACK_S, RELEASE_S)
+    envelope = np.clip((level - (loud - OPEN_RANGE_DB)) / OPEN_RANGE_DB, 0.0, 1.0)
+    # Zero-phase smoothing and a lead: the jaw moves ahead of the sound it
+    # shapes, where a one-sided smoother would trail it.
+    envelope = gaussian_filter1d(envelope * mask, ENVELOPE_SMOOTH_S * ANALYSIS_RATE)
+    envelope = _lead(envelope, JAW_LEAD_S)
 
+    tracks = viseme_tracks(phones or [], len(level))
+    unknown = 1.0 - tracks.known  # where the acoustic rules speak instead
+    fallback = _acoustic_mouth(features, mask, envelope, loud)
+    opening = tracks.opening + unknown * FALLBACK_OPENING
+    opening = JAW_OPEN_MAX * envelope * (OPEN_FLOOR + (1.0 - OPEN_FLOOR) * opening)
+    # A closure heard in the signal (a dip in loudness) closes the lips too
+    # where the recogniser heard a stop, a nasal or nothing (it takes b for g
+    # and m for silence), and anywhere when the dip is deep.
+    heard = np.maximum(
+        fallback.pop("closure") * tracks.may_close, fallback.pop("strong_closure")
+    )
+    closure = np.clip(np.maximum(tracks.closure, heard), 0.0, 1.0)
+    # Take the strongest closure within each frame so brief ones are not missed.
+    closure = _running_max_centred(closure, max(1, round(ANALYSIS_RATE / fps)))
+    closure_frames = _sample(closure, n_frames, fps)
+    # Frame means rather than point samples: no aliasing of fast syllables.
+    weights = {"jawOpen": _frame_mean(opening, n_frames, fps) * (1 - closure_frames)}
+    presence = np.clip(envelope / 0.3, 0.0, 1.0)  # shapes fade with the voice
+    for name in MOUTH_SHAPES:
+        shape = tracks.shapes.get(name, 0.0) + unknown * fallback.get(name, 0.0)
+        shape = _frame_mean(shape * presence, n_frames, fps)
+        # During a closure only the pressing shapes stay: the rest would part the lips.
+        weights[name] = (
+            shape if name in CLOSING_SHAPES else shape * (1 - closure_frames)
+        )
+    return weights
+
+
+def _acoustic_mouth(
+    features: TrackFeatures, mask: np.ndarray, envelope: np.ndarray, loud: float
+) -> dict[str, np.ndarray]:
+    """100 Hz lip closure and shapes from the signal alone (no phones)."""
+    level = features.level_db
     # Plosives and short stops: a sharp dip with loud speech on both sides.
     side = round(PLOSIVE_SIDE_S * ANALYSIS_RATE)
     before = _running_max(np.concatenate([[SILENCE_DB], level[:-1]]), side)
     after = _running_max(np.concatenate([level[1:], [SILENCE_DB]])[::-1], side)[::-1]
     surround = np.minimum(before, after)
-    low, high = PLOSIVE_DEPTH_DB
-    closure = np.clip((surround - level - low) / (high - low), 0.0, 1.0)
-    closure *= mask & (surround > loud - OPEN_RANGE_DB)
-    closure = _box(_running_max_centred(closure, 5), 5)
-    # Take the strongest closure within each frame so brief ones are not missed.
-    closure = _running_max_centred(closure, max(1, round(ANALYSIS_RATE / fps)))
+    speech = mask & (surround > loud - OPEN_RANGE_DB)
+
+    def closure_over(depths: tuple[float, float]) -> np.ndarray:
+        low, high = depths
+        closure = np.clip((surround - level - low) / (high - low), 0.0, 1.0)
+        return _box(_running_max_centred(closure * speech, 5), 5)
 
     # Rounding from the spectral centroid against the speaker's usual centroid.
-    voiced = mask & (opening > 0.3)
+    voiced = mask & (envelope > 0.3)
     usual = np.median(features.centroid_octaves[voiced if voiced.any() else mask])
     shift = (features.centroid_octaves - usual) / ROUNDING_OCTAVES
-    weight = opening + 1e-6
+    weight = envelope + 1e-6
     shift = _box(shift * weight, 9) / _box(weight, 9)
-    # Lips round and spread more slowly than the jaw moves.
-    rounding = np.clip(-shift, 0.0, 1.0) * opening
-    spreading = np.clip(shift, 0.0, 1.0) * opening
-    rounding = _attack_release(rounding, LIP_SHAPE_ATTACK_S, LIP_SHAPE_RELEASE_S)
-    spreading = _attack_release(spreading, LIP_SHAPE_ATTACK_S, LIP_SHAPE_RELEASE_S)
-
-    closure_frames = _sample(closure, n_frames, fps)
-    # Frame means rather than point samples: no aliasing of fast syllables.
-    openness = _frame_mean(opening, n_frames, fps) * (1.0 - 0.85 * closure_frames)
-    rounding = _frame_mean(rounding, n_frames, fps)
-    spreading = _frame_mean(spreading, n_frames, fps)
+    rounding = gaussian_filter1d(np.clip(-shift, 0.0, 1.0), LIP_SHAPE_SMOOTH_S * 100)
+    spreading = gaussian_filter1d(np.clip(shift, 0.0, 1.0), LIP_SHAPE_SMOOTH_S * 100)
+    closure = closure_over(PLOSIVE_DEPTH_DB)
     return {
-        "jawOpen": JAW_OPEN_MAX * openness,
-        "mouthClose": 0.5 * closure_frames,
-        "mouthPressLeft": 0.6 * closure_frames,
-        "mouthPressRight": 0.6 * closure_frames,
+        "closure": closure,
+        "strong_closure": closure_over(STRONG_DIP_DB),
+        "mouthPressLeft": 0.5 * closure,
+        "mouthPressRight": 0.5 * closure,
         "mouthFunnel": 0.5 * rounding,
         "mouthPucker": 0.6 * rounding,
         "mouthStretchLeft": 0.35 * spreading,
         "mouthStretchRight": 0.35 * spreading,
         "mouthSmileLeft": 0.15 * spreading,
         "mouthSmileRight": 0.15 * spreading,
-        "mouthLowerDownLeft": 0.45 * openness,
-        "mouthLowerDownRight": 0.45 * openness,
-        "mouthUpperUpLeft": 0.2 * openness,
-        "mouthUpperUpRight": 0.2 * openness,
+        "mouthLowerDownLeft": 0.35 * envelope,
+        "mouthLowerDownRight": 0.35 * envelope,
+        "mouthUpperUpLeft": 0.1 * envelope,
+        "mouthUpperUpRight": 0.1 * envelope,
     }
+
+
+def _lead(values: np.ndarray, seconds: float) -> np.ndarray:
+    """``values`` moved ``seconds`` earlier; the end holds its last value."""
+    shift = round(seconds * ANALYSIS_RATE)
+    if shift <= 0 or values.size == 0:
+        return values
+    return np.concatenate(
+        [values[shift:], np.full(min(shift, len(values)), values[-1])]
+    )
 
 
 def _emphasis(
@@ -614,21 +687,6 @@ def _add_bump(
     falling = t > rise + hold
     pulse[falling] = 0.5 + 0.5 * np.cos(np.pi * (t[falling] - rise - hold) / fall)
     values[first:last] += amplitude * pulse
-
-
-def _attack_release(
-    values: np.ndarray, attack_s: float, release_s: float
-) -> np.ndarray:
-    """One-pole smoothing that rises with ``attack_s`` and falls with ``release_s``."""
-    attack = float(np.exp(-1.0 / (attack_s * ANALYSIS_RATE)))
-    release = float(np.exp(-1.0 / (release_s * ANALYSIS_RATE)))
-    out = []
-    state = 0.0
-    for value in values.tolist():
-        coefficient = attack if value > state else release
-        state = value + coefficient * (state - value)
-        out.append(state)
-    return np.array(out)
 
 
 def _hops_needed(len_a: int, len_b: int, n_frames: int, fps: float) -> int:

@@ -28,7 +28,7 @@ class Rig:
     vertex_colors: np.ndarray | None  # (V, 3) uint8 sRGB, or None: plain grey
     target_names: tuple[str, ...]  # K names
     target_deltas: np.ndarray  # (K, V, 3) float32
-    target_weights: np.ndarray  # (T, K) float32, each within 0..1
+    target_weights: np.ndarray  # (T, K) float32, 0..1 (ARKit weights as given)
     joint_names: tuple[str, ...]  # J names, the root first
     parents: np.ndarray  # (J,) parent index, -1 for the root, parents first
     rest_joints: np.ndarray  # (J, 3) joint positions of the rest mesh

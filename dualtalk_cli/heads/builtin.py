@@ -9,7 +9,8 @@ drive it directly.
 Engines write the jaw and the gaze twice: as axis-angle (``pose``, ``eyes``) and
 as ARKit weights (``jawOpen``, ``eyeLook*``). This head shows them once, by the
 bones, and ignores those nine ARKit channels; adding both would open the mouth
-or turn the eyes twice.
+or turn the eyes twice. The jaw bone opens by the mouth opening that
+``motion.jaw_open_from_jaw`` gives the FLAME jaw, not by the FLAME angle itself.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from dualtalk_cli.arrays import read_arrays
 from dualtalk_cli.errors import HeadUnavailable
 from dualtalk_cli.heads.base import Head, Rig
 from dualtalk_cli.heads.lbs import lbs
-from dualtalk_cli.motion import ARKIT_NAMES, Motion
+from dualtalk_cli.motion import ARKIT_NAMES, Motion, jaw_open_from_jaw
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "builtin_head.npz"
 FORMAT_VERSION = 1
 JOINT_NAMES = ("root", "neck", "jaw", "eye_left", "eye_right")
+# The jaw bone's opening (radians about x) at mouth opening 1: FLAME jaw
+# rotations reach it through ``motion.jaw_open_from_jaw``, so the small jaw
+# angles of tracked FLAME data still open this mouth visibly.
+JAW_FULL_OPEN_RAD = 0.3
 
 # ARKit channels shown by the jaw and eye bones instead of blendshapes.
 BONE_CHANNELS = (
@@ -133,6 +138,7 @@ class BuiltinHead(Head):
         rotations = np.zeros((len(neck), len(JOINT_NAMES), 3), np.float32)
         rotations[:, 1] = neck
         rotations[:, 2] = motion.jaw_pose[frames]
+        rotations[:, 2, 0] = JAW_FULL_OPEN_RAD * jaw_open_from_jaw(rotations[:, 2, 0])
         rotations[:, 3] = motion.eyes[frames, 0:3]
         rotations[:, 4] = motion.eyes[frames, 3:6]
         return rotations
