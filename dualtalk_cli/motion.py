@@ -50,23 +50,29 @@ ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_NAMES)}
 
 # The one mapping between FLAME's jaw rotation (about x, radians) and a mouth
 # opening 0..1 (ARKit jawOpen, Live Link JawOpen, the built-in head's jaw):
-# opening = (jaw / JAW_FULL_OPEN_RAD) ** JAW_OPEN_EXPONENT, clipped to 0..1.
-# The DualTalk dataset's tracked jaw is mostly 0..0.15 rad with a median near
-# 0.01, so its typical 0.01-0.05 rad open the mouth by 0.26-0.58: visibly.
+# opening = ((jaw - JAW_CLOSED_RAD) / (JAW_FULL_OPEN_RAD - JAW_CLOSED_RAD)) ** 0.5,
+# clipped to 0..1. The DualTalk dataset's tracked jaw is mostly 0..0.15 rad with
+# a median near 0.01, so its typical 0.01-0.05 rad open the mouth by 0.2-0.55:
+# visibly. Jaws up to JAW_CLOSED_RAD (tracking noise, a listener's jaw) keep it shut.
 JAW_FULL_OPEN_RAD = 0.15
+JAW_CLOSED_RAD = 0.004
 JAW_OPEN_EXPONENT = 0.5
 
 
 def jaw_open_from_jaw(jaw: np.ndarray) -> np.ndarray:
     """Mouth opening 0..1 of FLAME jaw rotations about x (radians)."""
-    ratio = np.clip(np.asarray(jaw, np.float64) / JAW_FULL_OPEN_RAD, 0.0, 1.0)
+    span = JAW_FULL_OPEN_RAD - JAW_CLOSED_RAD
+    ratio = np.clip((np.asarray(jaw, np.float64) - JAW_CLOSED_RAD) / span, 0.0, 1.0)
     return ratio**JAW_OPEN_EXPONENT
 
 
 def jaw_from_jaw_open(opening: np.ndarray) -> np.ndarray:
-    """FLAME jaw rotation about x (radians) of mouth openings 0..1."""
+    """FLAME jaw rotation about x (radians) of mouth openings 0..1 (0 for a shut
+    mouth, else at least JAW_CLOSED_RAD)."""
     clipped = np.clip(np.asarray(opening, np.float64), 0.0, 1.0)
-    return JAW_FULL_OPEN_RAD * clipped ** (1.0 / JAW_OPEN_EXPONENT)
+    span = JAW_FULL_OPEN_RAD - JAW_CLOSED_RAD
+    jaw = JAW_CLOSED_RAD + span * clipped ** (1.0 / JAW_OPEN_EXPONENT)
+    return np.where(clipped > 0.0, jaw, 0.0)
 
 
 _DATASET_KEYS = ("exp", "pose")

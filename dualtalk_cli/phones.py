@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 from dualtalk_cli.audio import SAMPLE_RATE
 
 FRAME_RATE = 100  # the decoder's frames per second
+PR_SET_PDEATHSIG = 1  # prctl: the signal a child gets when its parent dies
 REGION_PAD_S = 0.05  # context decoded either side of each speech region
 # Decoder settings: narrower beams than the defaults halve the time for the
 # same phones. Every frame and all Gaussians are scored: skipping frames
@@ -98,13 +100,17 @@ def recognise_tracks(
     """``recognise_phones`` of each (audio, regions), None where no decoder
     runs; the tracks are decoded at once in forked processes where that is safe
     (the decoder holds the interpreter's lock, so threads would not help)."""
-    if len(tracks) < 2 or not _can_fork():
-        return [_recognise_or_none(*track) for track in tracks]
-    children = [_fork(track) for track in tracks[1:]]
+    children = [_fork(track) for track in tracks[1:]] if _can_fork() else []
     try:
-        results = [_recognise_or_none(*tracks[0])]
-    finally:  # every child is waited for, even when this one fails
-        found = [_collect(child) for child in children]
+        results = [_recognise_or_none(*tracks[0])] if tracks else []
+    except BaseException:
+        for child in children:  # a failed or stopped run stops its children
+            if child is not None:
+                os.kill(child[0], signal.SIGKILL)
+        raise
+    finally:  # every child is waited for, so none is left behind
+        found = [_FAILED if child is None else _collect(child) for child in children]
+    found += [_FAILED] * (len(tracks) - 1 - len(found))
     for phones, track in zip(found, tracks[1:]):
         # A child that failed in any way: decode here instead, as without fork.
         results.append(_recognise_or_none(*track) if phones is _FAILED else phones)
@@ -124,20 +130,32 @@ def _recognise_or_none(
 
 
 def _can_fork() -> bool:
-    # Not beside torch: its thread pools do not survive a fork.
+    # Linux only (the child asks to die with its parent); not beside torch,
+    # whose thread pools do not survive a fork.
     return (
         hasattr(os, "fork") and sys.platform == "linux" and "torch" not in sys.modules
     )
 
 
-def _fork(track: tuple[np.ndarray, Sequence[tuple[float, float]]]) -> tuple[int, int]:
-    """(pid, read end) of a child decoding ``track`` and writing its phones."""
+def _fork(
+    track: tuple[np.ndarray, Sequence[tuple[float, float]]],
+) -> tuple[int, int] | None:
+    """(pid, read end) of a child decoding ``track`` and writing its phones;
+    None when no process can be made."""
     read, write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        return None
     if pid == 0:  # the child: never returns into the caller's code
         code = 1
         try:
-            os.close(read)
+            _die_with(os.getppid())
+            # Hold nothing of the parent's: an output folder's lock, above all.
+            os.closerange(3, write)
+            os.closerange(write + 1, _max_fd())
             phones = _recognise_or_none(*track)
             rows = (
                 None if phones is None else [(p.label, p.start, p.end) for p in phones]
@@ -149,6 +167,23 @@ def _fork(track: tuple[np.ndarray, Sequence[tuple[float, float]]]) -> tuple[int,
             os._exit(code)
     os.close(write)
     return pid, read
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` ends (Linux)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the request took
+        os._exit(1)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 4096
 
 
 def _collect(child: tuple[int, int]) -> list[Phone] | None | object:

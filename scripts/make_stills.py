@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pose(
     opening: float = 0.0,
-    viseme: str = "rest",
+    viseme: str | None = None,
     blink: float = 0.0,
     pitch: float = 0.0,
     yaw: float = 0.0,
@@ -31,7 +31,8 @@ def pose(
     shapes as the procedural engine makes them, and extra ARKit weights."""
     motion = Motion.neutral(1)
     weights = motion.arkit.copy()
-    for name, value in {**VISEMES[viseme].shapes, **arkit}.items():
+    shapes = VISEMES[viseme].shapes if viseme else {}
+    for name, value in {**shapes, **arkit}.items():
         weights[0, ARKIT_INDEX[name]] = value
     jaw = float(jaw_from_jaw_open(opening))
     head_pose = np.array([[pitch, yaw, 0.0, jaw, 0.0, 0.0]], np.float32)

@@ -217,3 +217,57 @@ def test_the_open_mouth_renders_darker_than_the_skin_around_it():
     assert opening.sum() > 100 and around.sum() > 100
     brightness = picture.mean(axis=2)
     assert brightness[opening].mean() < 0.8 * brightness[around].mean()
+
+
+def test_the_recogniser_hears_the_words_sounds(spoken):
+    from dualtalk_cli.phones import recognise_phones
+
+    spans, _, audio = spoken
+    phones = recognise_phones(audio, list(spans.values()))
+
+    def heard(word: str, labels: set[str]) -> bool:
+        start, end = spans[word]
+        return any(
+            p.label in labels and p.end > start and p.start < end for p in phones
+        )
+
+    expected = {
+        "bilabial": ({"P", "B", "M"}, 4),
+        "oo": ({"UW", "UH", "W", "OW"}, 4),
+        "ah": ({"AA", "AH", "AO", "AE"}, 3),
+    }
+    for group, (labels, at_least) in expected.items():
+        found = [word for word in WORDS[group] if heard(word, labels)]
+        assert len(found) >= at_least, (group, found)
+
+
+def test_tracks_decode_alike_in_children_or_here(spoken, monkeypatch):
+    import os
+
+    import dualtalk_cli.phones as phones
+
+    spans, _, audio = spoken
+    halves = list(spans.values())
+    tracks = [(audio, halves[: len(halves) // 2]), (audio, halves[len(halves) // 2 :])]
+    forks = []
+    real_fork = os.fork
+
+    def counted_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(phones, "_can_fork", lambda: True)  # even beside torch
+    monkeypatch.setattr(os, "fork", counted_fork)
+    forked = phones.recognise_tracks(tracks)
+    assert len(forks) == 1
+    with monkeypatch.context() as patch:
+        patch.setattr(phones, "_can_fork", lambda: False)
+        here = phones.recognise_tracks(tracks)
+    assert forked == here and all(forked)
+    # A child that fails is replaced by decoding here; no child is left behind.
+    with monkeypatch.context() as patch:
+        patch.setattr(phones.pickle, "dump", lambda *args: os._exit(3))
+        assert phones.recognise_tracks(tracks) == here
+    assert len(forks) == 2
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

@@ -224,10 +224,11 @@ def _procedural(
     frames_per_second: float,
     seed: int,
 ) -> tuple[Motion, Motion]:
-    """The procedural engine's motion, for the blinks, gaze and speech flags."""
+    """The procedural engine's motion, for the blinks, gaze and speech flags
+    (its mouth is not used, so no phones are recognised)."""
     from dualtalk_cli.engines.procedural import ProceduralEngine
 
-    return ProceduralEngine().animate(
+    return ProceduralEngine(phones=False).animate(
         audio_a,
         audio_b,
         n_frames=n_frames,

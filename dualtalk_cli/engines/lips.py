@@ -35,7 +35,6 @@ def _both(name: str, weight: float) -> dict[str, float]:
 
 
 VISEMES: dict[str, Viseme] = {
-    "rest": Viseme(0.0),
     # p, b, m: lips pressed shut, jaw nearly closed.
     "bilabial": Viseme(0.0, {**_both("mouthPress", 0.5), "mouthRollLower": 0.15,
                              "mouthRollUpper": 0.1}, closes_lips=True),

@@ -23,7 +23,7 @@ from scipy.signal import butter, find_peaks, sosfilt
 
 from dualtalk_cli.audio import FPS, SAMPLE_RATE
 from dualtalk_cli.engines.base import Engine
-from dualtalk_cli.engines.lips import SHAPE_NAMES, viseme_tracks
+from dualtalk_cli.engines.lips import ANALYSIS_RATE, SHAPE_NAMES, viseme_tracks
 from dualtalk_cli.motion import (
     ARKIT_INDEX,
     N_ARKIT,
@@ -34,7 +34,6 @@ from dualtalk_cli.motion import (
 )
 from dualtalk_cli.phones import Phone, recognise_tracks
 
-ANALYSIS_RATE = 100.0  # feature frames per second
 HOP = 160  # samples between analysis frames (10 ms)
 WINDOW = 400  # analysis window (25 ms)
 N_FFT = 512
@@ -71,6 +70,8 @@ PLOSIVE_DEPTH_DB = (7.0, 10.0)  # dip depth mapped to lip closure 0..1
 STRONG_DIP_DB = (12.0, 18.0)  # ... when no phone says it may be a closure
 ROUNDING_OCTAVES = 0.5  # centroid shift (octaves) for full rounding or spreading
 LIP_SHAPE_SMOOTH_S = 0.04
+SHAPE_FULL_LEVEL = 0.3  # envelope at which mouth shapes reach their full weight
+MIN_FPS_FOR_PEAK_CLOSURE = 20.0  # slower video takes each frame's mean closure
 MOUTH_SHAPES = tuple(
     sorted({*SHAPE_NAMES, "mouthLowerDownLeft", "mouthLowerDownRight",
             "mouthUpperUpLeft", "mouthUpperUpRight", "mouthSmileLeft",
@@ -131,6 +132,11 @@ class ProceduralEngine(Engine):
 
     name = "procedural"
 
+    def __init__(self, phones: bool = True) -> None:
+        # phones=False: mouths from the acoustic rules alone, for callers that
+        # keep only the eyes and speech flags (the DualTalk engine).
+        self.phones = phones
+
     def animate(
         self,
         audio_a: np.ndarray,
@@ -151,9 +157,11 @@ class ProceduralEngine(Engine):
             speech_mask(features[0], features[1]),
             speech_mask(features[1], features[0]),
         ]
-        phones = recognise_tracks(
-            [(audio, _regions(mask)) for audio, mask in zip((audio_a, audio_b), masks)]
-        )
+        phones = [None, None]
+        if self.phones:
+            phones = recognise_tracks(
+                [(a, _regions(mask)) for a, mask in zip((audio_a, audio_b), masks)]
+            )
         motions = [
             _animate_speaker(
                 features[me],
@@ -413,7 +421,12 @@ def _mouth(
 
     tracks = viseme_tracks(phones or [], len(level))
     unknown = 1.0 - tracks.known  # where the acoustic rules speak instead
-    fallback = _acoustic_mouth(features, mask, envelope, loud)
+    # The acoustic shapes lead the sound as the jaw does; closures stay where
+    # the silence is, since a stop's release is its burst.
+    fallback = {
+        name: values if "closure" in name else _lead(values, JAW_LEAD_S)
+        for name, values in _acoustic_mouth(features, mask, envelope, loud).items()
+    }
     opening = tracks.opening + unknown * FALLBACK_OPENING
     opening = JAW_OPEN_MAX * envelope * (OPEN_FLOOR + (1.0 - OPEN_FLOOR) * opening)
     # A closure heard in the signal (a dip in loudness) closes the lips too
@@ -423,12 +436,18 @@ def _mouth(
         fallback.pop("closure") * tracks.may_close, fallback.pop("strong_closure")
     )
     closure = np.clip(np.maximum(tracks.closure, heard), 0.0, 1.0)
-    # Take the strongest closure within each frame so brief ones are not missed.
-    closure = _running_max_centred(closure, max(1, round(ANALYSIS_RATE / fps)))
-    closure_frames = _sample(closure, n_frames, fps)
+    # Take the strongest closure within each frame so brief ones are not
+    # missed, at video rates; at a few frames a second it would shut every frame.
+    if fps >= MIN_FPS_FOR_PEAK_CLOSURE:
+        closure = _running_max_centred(closure, max(1, round(ANALYSIS_RATE / fps)))
+        closure_frames = _sample(closure, n_frames, fps)
+    else:
+        closure_frames = _frame_mean(closure, n_frames, fps)
     # Frame means rather than point samples: no aliasing of fast syllables.
     weights = {"jawOpen": _frame_mean(opening, n_frames, fps) * (1 - closure_frames)}
-    presence = np.clip(envelope / 0.3, 0.0, 1.0)  # shapes fade with the voice
+    presence = np.clip(
+        envelope / SHAPE_FULL_LEVEL, 0.0, 1.0
+    )  # shapes fade with the voice
     for name in MOUTH_SHAPES:
         shape = tracks.shapes.get(name, 0.0) + unknown * fallback.get(name, 0.0)
         shape = _frame_mean(shape * presence, n_frames, fps)
@@ -442,7 +461,8 @@ def _mouth(
 def _acoustic_mouth(
     features: TrackFeatures, mask: np.ndarray, envelope: np.ndarray, loud: float
 ) -> dict[str, np.ndarray]:
-    """100 Hz lip closure and shapes from the signal alone (no phones)."""
+    """100 Hz lip closures and shapes from the signal alone: the shapes where no
+    phone was recognised, the closures (dips in loudness) everywhere."""
     level = features.level_db
     # Plosives and short stops: a sharp dip with loud speech on both sides.
     side = round(PLOSIVE_SIDE_S * ANALYSIS_RATE)
@@ -454,7 +474,7 @@ def _acoustic_mouth(
     def closure_over(depths: tuple[float, float]) -> np.ndarray:
         low, high = depths
         closure = np.clip((surround - level - low) / (high - low), 0.0, 1.0)
-        return _box(_running_max_centred(closure * speech, 5), 5)
+        return _box(_running_max_centred(closure * speech, 3), 3)
 
     # Rounding from the spectral centroid against the speaker's usual centroid.
     voiced = mask & (envelope > 0.3)
@@ -462,8 +482,12 @@ def _acoustic_mouth(
     shift = (features.centroid_octaves - usual) / ROUNDING_OCTAVES
     weight = envelope + 1e-6
     shift = _box(shift * weight, 9) / _box(weight, 9)
-    rounding = gaussian_filter1d(np.clip(-shift, 0.0, 1.0), LIP_SHAPE_SMOOTH_S * 100)
-    spreading = gaussian_filter1d(np.clip(shift, 0.0, 1.0), LIP_SHAPE_SMOOTH_S * 100)
+    rounding = gaussian_filter1d(
+        np.clip(-shift, 0.0, 1.0), LIP_SHAPE_SMOOTH_S * ANALYSIS_RATE
+    )
+    spreading = gaussian_filter1d(
+        np.clip(shift, 0.0, 1.0), LIP_SHAPE_SMOOTH_S * ANALYSIS_RATE
+    )
     closure = closure_over(PLOSIVE_DEPTH_DB)
     return {
         "closure": closure,

@@ -33,7 +33,7 @@ JOINT_NAMES = ("root", "neck", "jaw", "eye_left", "eye_right")
 # The jaw bone's opening (radians about x) at mouth opening 1: FLAME jaw
 # rotations reach it through ``motion.jaw_open_from_jaw``, so the small jaw
 # angles of tracked FLAME data still open this mouth visibly.
-JAW_FULL_OPEN_RAD = 0.3
+JAW_BONE_MAX_RAD = 0.3
 
 # ARKit channels shown by the jaw and eye bones instead of blendshapes.
 BONE_CHANNELS = (
@@ -138,7 +138,7 @@ class BuiltinHead(Head):
         rotations = np.zeros((len(neck), len(JOINT_NAMES), 3), np.float32)
         rotations[:, 1] = neck
         rotations[:, 2] = motion.jaw_pose[frames]
-        rotations[:, 2, 0] = JAW_FULL_OPEN_RAD * jaw_open_from_jaw(rotations[:, 2, 0])
+        rotations[:, 2, 0] = JAW_BONE_MAX_RAD * jaw_open_from_jaw(rotations[:, 2, 0])
         rotations[:, 3] = motion.eyes[frames, 0:3]
         rotations[:, 4] = motion.eyes[frames, 3:6]
         return rotations
@@ -183,5 +183,5 @@ class BuiltinHead(Head):
             return []
         return [
             f"the {used} FLAME expression values cannot be shown on the built-in "
-            "head without a FLAME model (jaw and neck are exact)"
+            "head without a FLAME model (neck exact, jaw by the jaw mapping)"
         ]
