@@ -210,6 +210,7 @@ def _add_head(
     # The skeleton: rest positions give the bind pose; the per-frame local
     # transforms reproduce the rig's skinning matrices exactly.
     local = _local_transforms(rig, offset)
+    fps = rig.frames_per_second
     joint_nodes = []
     for j, name in enumerate(rig.joint_names):
         rotation, translation = _quaternions(local[:, j, :3, :3]), local[:, j, :3, 3]
@@ -220,8 +221,8 @@ def _add_head(
                 translation=[float(x) for x in translation[0]],
             )
         )
-        _key(builder, animation, joint_nodes[j], "rotation", rotation, rig)
-        _key(builder, animation, joint_nodes[j], "translation", translation, rig)
+        _key(builder, animation, joint_nodes[j], "rotation", rotation, fps)
+        _key(builder, animation, joint_nodes[j], "translation", translation, fps)
     for j, parent in enumerate(rig.parents):
         if parent >= 0:
             builder.gltf.nodes[joint_nodes[parent]].children.append(joint_nodes[j])
@@ -245,7 +246,7 @@ def _add_head(
         extras={"speaker": label, "offset": [float(x) for x in offset]},
     )
     if targets:
-        _key(builder, animation, mesh_node, "weights", rig.target_weights, rig)
+        _key(builder, animation, mesh_node, "weights", rig.target_weights, fps)
     return mesh_node, joint_nodes[0]
 
 
@@ -312,7 +313,7 @@ def _key(
     node: int,
     path: str,
     values: np.ndarray,
-    rig: Rig,
+    frames_per_second: float,
 ) -> None:
     """A linear channel keying ``values`` (T, width) every frame, if they move."""
     values = np.asarray(values, np.float32)
@@ -321,7 +322,7 @@ def _key(
     if len(values) < 2 or np.abs(values - values[0]).max() <= tolerance:
         return  # still: the node's own value (frame 0's) holds
     gl = builder.gl
-    times = np.arange(len(values), dtype=np.float64) / rig.frames_per_second
+    times = np.arange(len(values), dtype=np.float64) / frames_per_second
     sampler = gl.AnimationSampler(
         input=builder.accessor(times.astype(np.float32), bounds=True),
         output=builder.accessor(values.reshape(-1) if path == "weights" else values),

@@ -59,6 +59,18 @@ class Rig:
         )
 
 
+def flame_joint_rotations(motion: Motion, frames: slice) -> np.ndarray:
+    """(n, 5, 3) float64 axis-angles of FLAME's joints for ``frames``: the root
+    (still), the neck, the jaw and both eyes, as every head's rig lays them out."""
+    neck = motion.neck_pose[frames]
+    rotations = np.zeros((len(neck), 5, 3))
+    rotations[:, 1] = neck
+    rotations[:, 2] = motion.jaw_pose[frames]
+    rotations[:, 3] = motion.eyes[frames, 0:3]
+    rotations[:, 4] = motion.eyes[frames, 3:6]
+    return rotations
+
+
 def split_signs(
     names: list[str], deltas: np.ndarray, values: np.ndarray
 ) -> tuple[list[str], np.ndarray, np.ndarray, list[float]]:

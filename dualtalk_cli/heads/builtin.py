@@ -23,7 +23,7 @@ from scipy.sparse import csr_matrix
 
 from dualtalk_cli.arrays import read_arrays
 from dualtalk_cli.errors import HeadUnavailable
-from dualtalk_cli.heads.base import Head, Rig
+from dualtalk_cli.heads.base import Head, Rig, flame_joint_rotations
 from dualtalk_cli.heads.lbs import lbs
 from dualtalk_cli.motion import ARKIT_NAMES, Motion, jaw_open_from_jaw
 
@@ -134,14 +134,9 @@ class BuiltinHead(Head):
 
     def _rotations(self, motion: Motion, frames: slice) -> np.ndarray:
         """(n, 5, 3) joint axis-angles: no root, then neck, jaw and both eyes."""
-        neck = motion.neck_pose[frames]
-        rotations = np.zeros((len(neck), len(JOINT_NAMES), 3), np.float32)
-        rotations[:, 1] = neck
-        rotations[:, 2] = motion.jaw_pose[frames]
+        rotations = flame_joint_rotations(motion, frames)
         rotations[:, 2, 0] = JAW_BONE_MAX_RAD * jaw_open_from_jaw(rotations[:, 2, 0])
-        rotations[:, 3] = motion.eyes[frames, 0:3]
-        rotations[:, 4] = motion.eyes[frames, 3:6]
-        return rotations
+        return rotations.astype(np.float32)
 
     def vertices(
         self, motion: Motion, start: int = 0, stop: int | None = None

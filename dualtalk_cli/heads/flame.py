@@ -27,8 +27,8 @@ import numpy as np
 
 from dualtalk_cli.arrays import NPY_KEY, open_input, read_arrays
 from dualtalk_cli.errors import HeadUnavailable
-from dualtalk_cli.heads.base import Head, Rig, split_signs
-from dualtalk_cli.heads.lbs import lbs, rodrigues
+from dualtalk_cli.heads.base import Head, Rig, flame_joint_rotations, split_signs
+from dualtalk_cli.heads.lbs import lbs, pose_features, rodrigues
 from dualtalk_cli.motion import Motion
 
 N_VERTICES = 5023
@@ -513,12 +513,7 @@ class FlameHead(Head):
             lids = np.asarray(motion.eyelids[frames], np.float32)
             joints = joints + np.einsum("ljc,tl->tjc", self._joint_lids, lids)
             coefficients = np.concatenate([exp, lids], axis=1)
-        rotations = np.zeros((len(exp), N_JOINTS, 3))
-        rotations[:, 1] = motion.neck_pose[frames]
-        rotations[:, 2] = motion.jaw_pose[frames]
-        rotations[:, 3] = motion.eyes[frames, 0:3]
-        rotations[:, 4] = motion.eyes[frames, 3:6]
-        return mesh, coefficients, joints, rotations
+        return mesh, coefficients, joints, flame_joint_rotations(motion, frames)
 
     def vertices(
         self, motion: Motion, start: int = 0, stop: int | None = None
@@ -546,7 +541,6 @@ class FlameHead(Head):
         names = [f"exp{k:02d}" for k in range(FLAME_EXPRESSIONS)]
         names += ["eyelid_left", "eyelid_right"][: len(basis) - FLAME_EXPRESSIONS]
         names, deltas, weights, scales = split_signs(names, basis, coefficients)
-        shape = self._identity(motion)
         return Rig(
             rest_vertices=mesh.reshape(N_VERTICES, 3).astype(np.float32),
             faces=self.model.faces,
@@ -556,7 +550,7 @@ class FlameHead(Head):
             target_weights=weights,
             joint_names=JOINT_NAMES,
             parents=self.model.parents,
-            rest_joints=self._shaped(shape)[1],
+            rest_joints=self._shaped(self._identity(motion))[1],  # cached
             joints=joints,
             joint_rotations=rotations,
             skin_weights=self.model.weights.astype(np.float32),
@@ -569,10 +563,8 @@ class FlameHead(Head):
         vertex in ``motions`` (measured on the frames turned furthest)."""
         largest = 0.0
         for motion in motions:
-            rotations = np.concatenate(
-                [motion.neck_pose, motion.jaw_pose, motion.eyes], axis=1
-            ).reshape(-1, N_JOINTS - 1, 3)
-            features = (rodrigues(rotations) - np.eye(3)).reshape(len(rotations), -1)
+            rotations = flame_joint_rotations(motion, slice(None))
+            features = pose_features(rodrigues(rotations))
             # The correctives grow with these features: the frames with the
             # largest ones bound the effect without evaluating every frame.
             furthest = np.argsort(-np.linalg.norm(features, axis=1))[:CHECKED_FRAMES]

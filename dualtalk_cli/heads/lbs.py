@@ -72,6 +72,12 @@ def skin(
     return out
 
 
+def pose_features(rotations: np.ndarray) -> np.ndarray:
+    """(T, 9 * (J - 1)) flattened (R - I) of every non-root joint's (T, J, 3, 3)
+    rotation: what SMPL and FLAME pose correctives are linear in."""
+    return (rotations[:, 1:] - np.eye(3)).reshape(len(rotations), -1)
+
+
 def lbs(
     rest_vertices: np.ndarray,
     joints: np.ndarray,
@@ -91,8 +97,7 @@ def lbs(
     vertices = np.asarray(rest_vertices, np.float64)
     if pose_correctives is not None:
         n_frames = rotations.shape[0]
-        features = (rotations[:, 1:] - np.eye(3)).reshape(n_frames, -1)
-        offsets = (features @ pose_correctives).reshape(n_frames, -1, 3)
+        offsets = (pose_features(rotations) @ pose_correctives).reshape(n_frames, -1, 3)
         vertices = vertices + offsets
     transforms = rigid_transforms(rotations, np.asarray(joints, np.float64), parents)
     return skin(vertices, transforms, np.asarray(weights, np.float64)).astype(
