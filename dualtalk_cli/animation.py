@@ -14,13 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualtalk_cli.audio import (
-    FPS,
-    SAMPLE_RATE,
-    load_conversation,
-    n_frames_for,
-    stereo,
-)
+from dualtalk_cli.audio import FPS, SAMPLE_RATE, n_frames_for, stereo
 from dualtalk_cli.engines import ENGINES, Engine, load_engine
 from dualtalk_cli.errors import EngineUnavailable, OptionError, OutputError
 from dualtalk_cli.heads import Head, load_head
@@ -38,6 +32,7 @@ from dualtalk_cli.options import (
     unused_with_partner,
 )
 from dualtalk_cli.outputs import OutputPlan, OutputTransaction, distinct_stems
+from dualtalk_cli.recording import ConversationAudio
 from dualtalk_cli.writers import Progress, write_outputs
 
 Notify = Callable[[str], None]
@@ -91,12 +86,16 @@ def compute_motion(
 ) -> Conversation:
     """Both speakers' motion for a conversation; reads its inputs, writes nothing.
 
-    ``audio_b`` None means ``audio_a`` is one stereo file (left channel = A).
-    ``engine``: one loaded already; else the one ``options.engine`` names.
+    ``audio_b`` None means ``audio_a`` is one recording of both, split as
+    ``options.split`` says. ``engine``: one loaded already; else the one
+    ``options.engine`` names.
     """
-    identities, tracks = _read_inputs((audio_a, audio_b), options)
+    audio = _read_audio(audio_a, audio_b, options)
+    identities = _read_identities(options)
+    speakers = audio.speakers()
     engine = engine or load_engine(options.engine)
-    return _run_engine(engine, tracks, options, identities)
+    conversation = _run_engine(engine, speakers.tracks, options, identities)
+    return replace(conversation, diarization=speakers.diarization)
 
 
 def animate(
@@ -112,12 +111,14 @@ def animate(
 ) -> AnimateResult:
     """Animate both speakers of a conversation and write their outputs into ``out_dir``.
 
-    ``audio_b`` None means ``audio_a`` is one stereo file (left channel = A).
+    ``audio_b`` None means ``audio_a`` is one recording of both, split as
+    ``compute.split`` says (a split by voice also writes its RTTM).
     ``animator``: an engine and head loaded already (a batch loads them once).
     ``notify`` receives one-line remarks; ``progress`` (stage, done, total).
     """
-    formats = output.chosen_formats(DEFAULT_FORMATS)
-    output.check_used(formats)
+    output.check_used(output.chosen_formats(DEFAULT_FORMATS))
+    audio = _read_audio(audio_a, audio_b, compute)
+    formats = output.chosen_formats(DEFAULT_FORMATS, diarized=audio.diarized)
     if animator is not None and animator.head is None and needs_head(formats):
         raise OptionError("the animator has no head, and meshes or video are asked")
     plan = OutputPlan.for_audio(out_dir, (audio_a, audio_b), formats)
@@ -127,7 +128,11 @@ def animate(
             from dualtalk_cli.render import check_renderer
 
             check_renderer()
-        identities, tracks = _read_inputs((audio_a, audio_b), compute)
+        identities = _read_identities(compute)
+        speakers = audio.speakers()
+        if speakers.diarization is not None:
+            _say(notify, audio.describe(speakers))
+        del audio
         if progress:
             progress("audio", 1, 1)
         loaded_here = animator is None
@@ -137,10 +142,13 @@ def animate(
             # Every input is checked by now, so an error stays the only line.
             _say(notify, animator.description)
         head = animator.head
-        conversation = _run_engine(animator.engine, tracks, compute, identities)
+        conversation = replace(
+            _run_engine(animator.engine, speakers.tracks, compute, identities),
+            diarization=speakers.diarization,
+        )
         if set(AUDIO_FORMATS) & set(formats):
-            conversation = replace(conversation, audio=stereo(*tracks))
-        del tracks  # the stereo copy is all the video needs
+            conversation = replace(conversation, audio=speakers.heard())
+        del speakers  # the stereo copy is all the video needs
         if loaded_here:
             del animator  # a network holds gigabytes that rendering does not need
         _release_memory()
@@ -173,7 +181,8 @@ def animate_with_partner(
     plan = OutputPlan.for_audio(out_dir, audio, ("npz",))
     plan = replace(plan, stems=plan.stems[:1])
     with plan.writing(output.overwrite) as transaction:
-        (identity, _), (track_a, track_b) = _read_inputs(audio, compute)
+        track_a, track_b = _read_audio(*audio, compute).speakers().tracks
+        identity, _ = _read_identities(compute)
         partner = load_motion(partner_motion)
         if engine is None:
             engine = load_engine(compute.engine)
@@ -337,14 +346,18 @@ def _run_engine(
     )
 
 
-def _read_inputs(
-    audio: tuple[PathLike, PathLike | None], options: ComputeOptions
-) -> tuple[tuple[np.ndarray | None, ...], tuple[np.ndarray, np.ndarray]]:
-    """Each speaker's identity (None: the mean face), then both audio tracks."""
-    identities = tuple(
+def _read_audio(
+    audio_a: PathLike, audio_b: PathLike | None, options: ComputeOptions
+) -> ConversationAudio:
+    """The conversation's audio, read, with the split ``options`` asks for."""
+    return ConversationAudio.read(audio_a, audio_b, options.split, options.diarization)
+
+
+def _read_identities(options: ComputeOptions) -> tuple[np.ndarray | None, ...]:
+    """Each speaker's identity (None: the mean face)."""
+    return tuple(
         None if path is None else load_identity(path) for path in options.shapes
     )
-    return identities, load_conversation(*audio)
 
 
 def _describe(head: Head | None) -> str:

@@ -117,6 +117,15 @@ NoObjOpt = Annotated[
 ]
 NoVideoOpt = Annotated[bool, typer.Option("--no-video", help="Skip the MP4.")]
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")]
+SplitOpt = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        help="One recording of both people: auto (stereo with one voice per "
+        "channel by channel; mono, or the same mix on both channels, by voice), "
+        "channels, or diarize.",
+    ),
+]
 
 
 def _even(size: int | None) -> int | None:
@@ -175,8 +184,9 @@ ConversationArg = Annotated[
     list[Path],
     typer.Argument(
         metavar="AUDIO",
-        help="Speaker A's and speaker B's audio, or one stereo file "
-        "(left = A, right = B). WAV, FLAC, OGG or MP3.",
+        help="Speaker A's and speaker B's audio, or one recording of both: stereo "
+        "with one voice per channel (left = A), or a mix, split by voice (A speaks "
+        "first). WAV, FLAC, OGG or MP3.",
         show_default=False,
     ),
 ]
@@ -320,6 +330,16 @@ def animate_command(
             show_default=False,
         ),
     ] = None,
+    split: SplitOpt = "auto",
+    diarization: Annotated[
+        Path | None,
+        typer.Option(
+            "--diarization",
+            help="Who speaks when in one recording, as RTTM (pyannote's, or a "
+            "corrected <stem>.rttm of ours), instead of the built-in diarizer.",
+            show_default=False,
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     fps: FpsOpt = None,
     size: SizeOpt = None,
@@ -331,7 +351,10 @@ def animate_command(
     shapes: tuple[Path | None, Path | None],
     reporting: Reporting,
 ) -> None:
-    """Animate both speakers: parameters (NPZ), meshes (OBJ) and a side-by-side MP4."""
+    """Animate both speakers: parameters (NPZ), meshes (OBJ) and a side-by-side MP4.
+
+    One recording split by voice also gets <stem>.rttm: who speaks when.
+    """
     if not 1 <= len(audio) <= 2:
         raise typer.BadParameter(
             "give two audio files (A and B) or one stereo file", param_hint="AUDIO"
@@ -342,7 +365,7 @@ def animate_command(
     def run(progress, say):
         from dualtalk_cli.animation import animate, animate_with_partner
 
-        compute = ComputeOptions(engine, fps, seed, shapes)
+        compute = ComputeOptions(engine, fps, seed, shapes, split, diarization)
         output = OutputOptions(choose_formats(*formats), size, head, overwrite)
         if partner_motion is not None:
             path = animate_with_partner(
@@ -471,8 +494,8 @@ def batch_command(
         typer.Argument(
             metavar="IN",
             help="A folder of <clip>_speaker1/_speaker2 audio pairs (the DualTalk "
-            "dataset's layout) and stereo files, or a manifest CSV with columns "
-            "speaker1[,speaker2,name,shape1,shape2].",
+            "dataset's layout) and single recordings of both, or a manifest CSV "
+            "with columns speaker1[,speaker2,name,shape1,shape2,rttm].",
             show_default=False,
         ),
     ],
@@ -498,6 +521,7 @@ def batch_command(
             "audio). Writes NPZ only; needs the DualTalk network.",
         ),
     ] = False,
+    split: SplitOpt = "auto",
     seed: SeedOpt = 0,
     fps: FpsOpt = None,
     size: SizeOpt = None,
@@ -528,7 +552,7 @@ def batch_command(
 
         clips = find_clips(source)
         options = BatchOptions(
-            compute=ComputeOptions(engine, fps, seed),
+            compute=ComputeOptions(engine, fps, seed, split=split),
             output=OutputOptions(choose_formats(*formats), size, head, overwrite),
             given_partner=given_partner,
             jobs=jobs,

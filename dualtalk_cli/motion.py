@@ -13,12 +13,16 @@ import re
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dualtalk_cli.arrays import NPY_KEY, read_arrays
 from dualtalk_cli.audio import FPS, FPS_RANGE, MAX_FRAMES
 from dualtalk_cli.errors import MotionFileError
+
+if TYPE_CHECKING:
+    from dualtalk_cli.diarize import Diarization
 
 FORMAT_VERSION = 1
 N_EXPRESSION = 50  # FLAME 2020 expression coefficients used by DualTalk
@@ -211,6 +215,8 @@ class Conversation:
 
     motions: tuple[Motion, ...]
     audio: np.ndarray | None = None  # (N, 2) float32 at 16 kHz, speaker A left
+    # Who speaks when, where one recording was split by voice.
+    diarization: Diarization | None = None
 
     @property
     def n_frames(self) -> int:

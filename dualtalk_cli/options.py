@@ -17,9 +17,12 @@ from dualtalk_cli.audio import FPS_RANGE
 from dualtalk_cli.errors import OptionError
 from dualtalk_cli.outputs import LAYOUT
 
-FORMATS = tuple(LAYOUT)  # every output format, in the order written
+# The formats a user chooses, in the order written; the RTTM comes by itself
+# when a recording is split by voice.
+FORMATS = tuple(name for name in LAYOUT if name != "rttm")
 DEFAULT_FORMATS = ("npz", "obj", "mp4")
 MESH_FORMATS = ("obj", "mp4", "glb")  # the formats that need a head
+SPLITS = ("auto", "channels", "diarize")  # how one recording becomes two speakers
 DEFAULT_SIZE = 512  # pixels per head in the video, square
 MAX_SEED = 2**64 - 1  # seeds are 64-bit: a larger one would wrap silently
 
@@ -80,6 +83,11 @@ class ComputeOptions:
     seed: int = 0
     # Identity files of A and B (NPZ or .npy); None: the mean face.
     shapes: tuple[PathLike | None, PathLike | None] = (None, None)
+    # One recording of both: "auto" splits distinct stereo channels by channel
+    # and a mix by voice; "channels" or "diarize" force one. ``diarization``:
+    # an RTTM file that says who speaks when, instead of the diarizer.
+    split: str = "auto"
+    diarization: PathLike | None = None
 
     def __post_init__(self) -> None:
         fps = self.frames_per_second
@@ -90,6 +98,19 @@ class ComputeOptions:
             raise OptionError("give one identity (or None) per speaker")
         if not 0 <= self.seed <= MAX_SEED:
             raise OptionError(f"--seed must be within 0..{MAX_SEED}, not {self.seed}")
+        if self.split not in SPLITS:
+            raise OptionError(
+                f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}"
+            )
+        if self.diarization is not None and self.split == "channels":
+            raise OptionError(
+                "--diarization says who speaks when in a mix: not with --split channels"
+            )
+
+    @property
+    def splits_one_recording(self) -> bool:
+        """Whether a split of one recording was asked for explicitly."""
+        return self.split != "auto" or self.diarization is not None
 
 
 @dataclass(frozen=True)
@@ -117,15 +138,20 @@ class OutputOptions:
             )
 
     def chosen_formats(
-        self, default: tuple[str, ...] = DEFAULT_FORMATS, has_audio: bool = True
+        self,
+        default: tuple[str, ...] = DEFAULT_FORMATS,
+        has_audio: bool = True,
+        diarized: bool = False,
     ) -> tuple:
         """The formats to write: those given, else the mode's ``default``; a GLB
         brings the conversation's WAV, which engines play beside it, when there
-        is audio to write."""
-        formats = default if self.formats is None else self.formats
+        is audio to write; a recording split by voice brings its RTTM."""
+        formats = set(default if self.formats is None else self.formats)
         if "glb" in formats and has_audio:
-            formats = tuple(name for name in FORMATS if name in {*formats, "wav"})
-        return formats
+            formats.add("wav")
+        if diarized:
+            formats.add("rttm")
+        return tuple(name for name in LAYOUT if name in formats)
 
     @property
     def video_size(self) -> int:
@@ -193,6 +219,8 @@ def unused_with_partner(compute: ComputeOptions, output: OutputOptions) -> list[
         unused.append("--fps (the partner motion's frame rate is used)")
     if compute.shapes[1] is not None:
         unused.append("--shape-b (only A's motion is written)")
+    if compute.splits_one_recording:
+        unused.append("--split/--diarization (two audio files are given)")
     if output.head != HeadOptions():
         unused.append("--head/--flame/--flame-eyelids (no meshes or video)")
     if output.size is not None:

@@ -39,12 +39,13 @@ LAYOUT: dict[str, tuple[str, bool]] = {
     "csv": (".csv", True),
     "glb": (".glb", False),
     "wav": (".wav", False),
+    "rttm": (".rttm", False),  # who speaks when: written when a recording is split
 }
 PARTIAL = ".partial"  # marks a temporary name: ".NAME.XXXXXXXX.partial[.ext]"
 PREVIOUS = ".previous"  # an output being replaced: ".NAME.XXXXXXXX.previous"
 # The most a temporary name adds to an output's name: "." + "." + 8 random
-# characters + ".partial" + the extension (at most four characters, ".npz").
-TEMPORARY_EXTRA = 2 + 8 + len(PARTIAL) + 4
+# characters + ".partial" + the longest extension (".rttm").
+TEMPORARY_EXTRA = 2 + 8 + len(PARTIAL) + max(len(ext) for ext, _ in LAYOUT.values())
 
 
 def output_stems(

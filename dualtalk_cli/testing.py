@@ -262,26 +262,92 @@ def write_spoken_words(
     """Speak ``words`` one by one with espeak-ng into a 16 kHz WAV at ``path``,
     ``gap`` seconds of silence between them; returns each word's (word, start,
     end) in seconds, known because the audio is built word by word."""
-    import subprocess
-
     import soundfile
-    import soxr
 
     pieces = [np.zeros(int(gap * SAMPLE_RATE), np.float32)]
     spans = []
     at = gap
     for word in words:
-        spoken = subprocess.run(
-            ["espeak-ng", "-v", voice, "--stdout", word],
-            capture_output=True,
-            check=True,
-        ).stdout
-        audio, rate = soundfile.read(io.BytesIO(spoken), dtype="float32")
-        audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
-        loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
-        audio = audio[loud[0] : loud[-1] + 1]  # the word alone, no padding
+        audio = speak(word, ("-v", voice))  # the word alone, no padding
         spans.append((word, at, at + len(audio) / SAMPLE_RATE))
         pieces += [audio, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
         at += (len(audio) + int(gap * SAMPLE_RATE)) / SAMPLE_RATE
     soundfile.write(path, np.concatenate(pieces), SAMPLE_RATE)
     return spans
+
+
+# A dialogue for write_spoken_dialogue: unequal turns, two overlaps (negative
+# gaps) and three backchannels (None).
+SPOKEN_DIALOGUE = [
+    (0, "Hello there. I wanted to tell you what happened at the meeting "
+        "yesterday afternoon, because it surprised all of us.", 0.4),
+    (1, "mm-hm", None),
+    (1, "Really? What did the manager say about the new project?", 0.5),
+    (0, "She said the project took far too long, and that the team must "
+        "finish it before the end of April.", -0.4),
+    (1, "yeah", None),
+    (1, "That sounds difficult.", 0.6),
+    (0, "To be honest I think she is right about it.", 0.4),
+    (1, "I heard the bridge will close in April as well, so everyone will be "
+        "late for work for weeks.", 0.5),
+    (0, "right", None),
+    (0, "Oh no. Then we should plan the trip for May instead, when the "
+        "weather is better.", -0.3),
+    (1, "Sure, I will write it down and tell the others tomorrow morning.", 0.4),
+    (0, "Thank you. Let us talk again next week.", 0.5),
+]  # fmt: skip
+DISTINCT_VOICES = (("-v", "en-us"), ("-v", "en+f3"))  # a man's and a woman's voice
+SIMILAR_VOICES = (("-v", "en-us"), ("-v", "en-us", "-p", "70"))  # one voice, pitch up
+
+
+def speak(text: str, voice: tuple[str, ...] = ("-v", "en-us")) -> np.ndarray:
+    """``text`` spoken by espeak-ng (``voice``: its arguments), 16 kHz, trimmed."""
+    import subprocess
+
+    import soundfile
+    import soxr
+
+    spoken = subprocess.run(
+        ["espeak-ng", *voice, "--stdout", text], capture_output=True, check=True
+    ).stdout
+    audio, rate = soundfile.read(io.BytesIO(spoken), dtype="float32")
+    audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
+    loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
+    return audio[loud[0] : loud[-1] + 1]
+
+
+def write_spoken_dialogue(
+    folder: Path,
+    lines: list[tuple[int, str, float]],
+    voices: tuple[tuple[str, ...], tuple[str, ...]],
+    gains_db: tuple[float, float] = (0.0, -3.0),
+) -> tuple[Path, Path, Path]:
+    """A conversation of two espeak-ng voices: each voice's own track and their
+    mono mix, as ``a.wav``, ``b.wav`` and ``mix.wav`` in ``folder``.
+
+    ``lines``: (speaker 0/1, text, gap). A turn starts ``gap`` seconds after the
+    previous turn ends (negative: they overlap); a gap of None puts the line
+    inside the previous turn, at its middle, as a backchannel ("mm-hm").
+    """
+    import soundfile
+
+    placed = []  # (speaker, start sample, audio)
+    turn_start = turn_end = 0
+    for speaker, text, gap in lines:
+        audio = speak(text, voices[speaker]) * 10 ** (gains_db[speaker] / 20)
+        if gap is None:
+            start = (turn_start + turn_end) // 2
+        else:
+            start = max(0, turn_end + round(gap * SAMPLE_RATE))
+            turn_start, turn_end = start, start + len(audio)
+        placed.append((speaker, start, audio))
+    length = max(start + len(audio) for _, start, audio in placed) + SAMPLE_RATE // 2
+    tracks = np.zeros((2, length), np.float32)
+    for speaker, start, audio in placed:
+        tracks[speaker, start : start + len(audio)] += audio
+    noise = np.random.default_rng(0).normal(0, 10 ** (-65 / 20), (2, length))
+    tracks += noise.astype(np.float32)
+    paths = (folder / "a.wav", folder / "b.wav", folder / "mix.wav")
+    for path, audio in zip(paths, (tracks[0], tracks[1], tracks.sum(0)), strict=True):
+        soundfile.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+    return paths

@@ -1,4 +1,4 @@
-"""Writers: a conversation's motions to NPZ, OBJ, MP4, CSV, GLB and WAV files.
+"""Writers: a conversation's motions to NPZ, OBJ, MP4, CSV, GLB, WAV and RTTM files.
 
 Each writer takes its paths from the conversation's OutputPlan and writes each
 output under a temporary name from the run's OutputTransaction, which renames
@@ -195,9 +195,35 @@ class WavWriter(Writer):
         return [path]
 
 
+class RttmWriter(Writer):
+    """``<video_stem>.rttm``: who speaks when, where one recording was split by
+    voice; ``--diarization`` reads it back (see ``rttm``)."""
+
+    format = "rttm"
+
+    def write(self, conversation, head=None, progress=None, cancelled=None):
+        from dualtalk_cli.rttm import format_rttm
+
+        if conversation.diarization is None:
+            raise ValueError("RttmWriter needs the conversation's diarization")
+        (path,) = self.paths
+        text = format_rttm(conversation.diarization, self.plan.video_stem)
+        with writing_error(path):
+            self.transaction.file(path).write_text(text, encoding="utf-8")
+        return [path]
+
+
 WRITERS: dict[str, type[Writer]] = {
     writer.format: writer
-    for writer in (NpzWriter, ObjWriter, Mp4Writer, CsvWriter, GlbWriter, WavWriter)
+    for writer in (
+        NpzWriter,
+        ObjWriter,
+        Mp4Writer,
+        CsvWriter,
+        GlbWriter,
+        WavWriter,
+        RttmWriter,
+    )
 }
 
 

@@ -90,9 +90,11 @@ def test_three_channels(tmp_path):
     assert_one_line_error(result, str(bad), "3 channels")
 
 
-def test_single_mono_file(dialogue, tmp_path):
+def test_single_mono_file_split_by_channel(dialogue, tmp_path):
     path_a, _ = dialogue
-    result = animate(path_a, "-o", tmp_path / "out", "--no-video")
+    result = animate(
+        path_a, "-o", tmp_path / "out", "--no-video", "--split", "channels"
+    )
     assert_one_line_error(result, str(path_a), "mono")
 
 

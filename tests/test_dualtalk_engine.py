@@ -252,11 +252,11 @@ def test_batch_given_partner_is_the_papers_protocol(checkpoint, tmp_path):
     out = tmp_path / "out"
     args = ("batch", data, "-o", out, "--given-partner", "--weights", checkpoint)
     result = run_cli(*args, "--json", env=env)
-    assert result.returncode == 3, result.stderr  # the stereo file has no partner
+    assert result.returncode == 3, result.stderr  # one recording has no partner
     events = [json.loads(line) for line in result.stdout.splitlines()]
     done = {e["clip"] for e in events if e["event"] == "done"}
     failed = {e["clip"]: e["message"] for e in events if e["event"] == "failed"}
-    assert done == {"p", "q"} and "stereo" in failed["mix"]
+    assert done == {"p", "q"} and "one recording" in failed["mix"]
     assert sorted(p.name for p in (out / "q").iterdir()) == [
         "q_speaker1.npz",
         "q_speaker2.npz",

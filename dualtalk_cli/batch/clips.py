@@ -12,7 +12,7 @@ from dualtalk_cli.motion import split_speaker_name
 from dualtalk_cli.outputs import name_problem
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-MANIFEST_COLUMNS = ("name", "speaker1", "speaker2", "shape1", "shape2")
+MANIFEST_COLUMNS = ("name", "speaker1", "speaker2", "shape1", "shape2", "rttm")
 
 
 class ManifestError(DualtalkError):
@@ -21,21 +21,23 @@ class ManifestError(DualtalkError):
 
 @dataclass(frozen=True)
 class Clip:
-    """One conversation of a batch; ``audio_b`` None means a stereo file."""
+    """One conversation of a batch; ``audio_b`` None means one recording of both
+    (split by channel or by voice, or by the RTTM ``diarization``)."""
 
     name: str
     audio_a: Path
     audio_b: Path | None = None
     shapes: tuple[Path | None, Path | None] = (None, None)
     problem: str | None = None  # found while listing: the clip fails without work
+    diarization: Path | None = None  # who speaks when in audio_a (RTTM)
 
 
 def find_clips(source: str | os.PathLike) -> list[Clip]:
     """The conversations in a folder, or listed by a manifest CSV, sorted by name.
 
     In a folder, ``<clip>_speaker1.<ext>`` and ``<clip>_speaker2.<ext>`` form a
-    pair (as in the DualTalk dataset) and any other audio file is a stereo
-    conversation. Problems that concern one clip (a missing partner, a name used
+    pair (as in the DualTalk dataset) and any other audio file is one recording
+    of a conversation. Problems that concern one clip (a missing partner, a name used
     twice) are kept on that clip, so the rest of the batch still runs.
     """
     source = Path(source)
@@ -52,7 +54,7 @@ def find_clips(source: str | os.PathLike) -> list[Clip]:
     if not clips:
         raise DualtalkError(
             "no conversations found (expected <clip>_speaker1/_speaker2 audio pairs "
-            f"or stereo files: {', '.join(AUDIO_EXTENSIONS)})",
+            f"or recordings of both: {', '.join(AUDIO_EXTENSIONS)})",
             source,
         )
     return _mark_clashes(sorted(clips, key=lambda clip: clip.name))
@@ -106,8 +108,9 @@ def _pair(name: str, firsts: list[Path], seconds: list[Path]) -> Clip:
 
 def read_manifest(path: str | os.PathLike) -> list[Clip]:
     """Clips from a CSV with a header naming ``speaker1`` and optionally ``speaker2``
-    (empty: speaker1 is stereo), ``name``, ``shape1`` and ``shape2``. Relative
-    paths are relative to the CSV's folder."""
+    (empty: speaker1 is one recording of both), ``name``, ``shape1``, ``shape2``
+    and ``rttm`` (who speaks when in that recording). Relative paths are
+    relative to the CSV's folder."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
@@ -154,11 +157,14 @@ def read_manifest(path: str | os.PathLike) -> list[Clip]:
             problem = f"{path}: line {line}: name {name!r} is not a folder name"
             if "too long" in unusable:
                 problem += f"; it {unusable}"
-        clips.append(
-            Clip(
-                name, audio_a, audio_b, (resolve("shape1"), resolve("shape2")), problem
+        rttm = resolve("rttm")
+        if rttm is not None and audio_b is not None:
+            problem = (
+                f"{path}: line {line}: an rttm splits one recording; this row "
+                "gives two audio files"
             )
-        )
+        shapes = (resolve("shape1"), resolve("shape2"))
+        clips.append(Clip(name, audio_a, audio_b, shapes, problem, rttm))
     return clips
 
 

@@ -37,6 +37,8 @@ def run_batch(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     engine_name = check_batch(out_dir, options)
+    if options.compute.split != "auto" and all(c.audio_b is not None for c in clips):
+        refuse_unused("batch", ["--split (no conversation is one recording)"])
     summary = BatchSummary(total=len(clips))
     said: set[str] = set()
 

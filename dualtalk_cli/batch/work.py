@@ -38,11 +38,20 @@ def clip_plan(clip: Clip, out_dir: Path, options: BatchOptions) -> OutputPlan:
     return OutputPlan.for_audio(Path(out_dir) / clip.name, audio, options.formats)
 
 
+def clip_compute(clip: Clip, compute: ComputeOptions) -> ComputeOptions:
+    """The batch's compute options for ``clip``: its identities and RTTM; a
+    ``--split`` applies to the clips that are one recording."""
+    split = compute.split if clip.audio_b is None else "auto"
+    return replace(
+        compute, shapes=clip.shapes, split=split, diarization=clip.diarization
+    )
+
+
 def partner_motion_files(clip: Clip) -> tuple[Path, Path]:
     """The ground-truth NPZ beside each speaker's audio, for ``given_partner``."""
     if clip.audio_b is None:
         raise DualtalkError(
-            "is one stereo file; the partner's motion needs "
+            "is one recording of both; the partner's motion needs "
             "<clip>_speaker1/_speaker2 audio with NPZ files beside it",
             clip.audio_a,
         )
@@ -80,7 +89,7 @@ class ClipWorker:
                     clip.audio_a,
                     clip.audio_b,
                     out_dir=plan.out_dir,
-                    compute=replace(self.options.compute, shapes=clip.shapes),
+                    compute=clip_compute(clip, self.options.compute),
                     output=replace(self.options.output, overwrite=redo),
                     animator=self.animator,
                     progress=progress,
