@@ -35,7 +35,6 @@ _EXPORTS = {
     "load_motion": "dualtalk_cli.motion",
     "load_audio": "dualtalk_cli.audio",
     "load_conversation": "dualtalk_cli.audio",
-    "diarize": "dualtalk_cli.diarize",
     "Diarization": "dualtalk_cli.diarize",
     "read_rttm": "dualtalk_cli.rttm",
     "format_rttm": "dualtalk_cli.rttm",

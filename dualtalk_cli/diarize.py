@@ -17,7 +17,7 @@ speaking flags agree with a run on the separate tracks on 95-96 % of frames.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.fft import dct
@@ -43,11 +43,21 @@ SEGMENT_S, SEGMENT_HOP_S = 0.5, 0.1  # windows of speech described at once
 SLOW_LAG_S = 0.5  # windows this far apart are mostly the same speaker
 SMOOTH_S = 0.5  # median filter over the speech-only timeline
 FIRST_TURN_S = 0.5  # speaker A: the first to speak this long without a break
-MIN_SPEECH_S = 1.0  # less speech than this is one speaker
-# Fisher ratio of the two halves: two-means of one voice gives about 7 (one
-# Gaussian cut in half, 8-10.5 on single espeak voices), two voices 12-37.
-ONE_VOICE_BELOW = 11.0
-MIN_SHARE = 0.03  # a "speaker" with less of the speech is the same voice's outliers
+# When two voices are heard (measured on espeak-ng voices, README). Two-means
+# of one voice gives a Fisher ratio of about 7 (one Gaussian cut in half); one
+# espeak voice alone 7-18, the more so the less speech; two voices 12-37. So a
+# split needs a ratio of TWO_VOICES_ABOVE, or of AMBIGUOUS_ABOVE with a pitch
+# gap (one voice's halves: at most 0.12 octave apart; a voice and the same
+# 20 % higher: 0.23-0.27); a small minority needs UNEVEN_ABOVE. Tones, noise
+# and clicks standardise into a wide split too, but their halves hardly
+# differ in spectrum (cepstral distance under 0.5; speech 2-7).
+MIN_SPEECH_S = 5.0  # less speech than this is one voice: too little to tell
+MIN_VOICE_S = 1.0  # each of two voices speaks at least this long
+TWO_VOICES_ABOVE = 15.0
+AMBIGUOUS_ABOVE = 11.0
+MIN_PITCH_GAP = 0.2  # octaves between the halves' mean pitch
+UNEVEN_SHARE, UNEVEN_ABOVE = 0.25, 20.0
+MIN_CEPSTRAL_DISTANCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,20 +72,27 @@ class Turn:
 @dataclass(frozen=True)
 class Diarization:
     """Who speaks when: turns sorted by start (they may overlap), and the
-    recording's length. Times are kept to the millisecond, as RTTM holds them."""
+    recording's length. Times are kept to the millisecond, as RTTM holds them,
+    within the recording; empty turns are dropped; speaker A (0) is whoever
+    speaks first."""
 
     turns: tuple[Turn, ...]
     seconds: float
 
     def __post_init__(self) -> None:
-        turns = sorted(
-            (
-                Turn(round(turn.start, 3), round(turn.end, 3), turn.speaker)
-                for turn in self.turns
-            ),
-            key=lambda turn: (turn.start, turn.speaker, turn.end),
-        )
-        object.__setattr__(self, "turns", tuple(t for t in turns if t.end > t.start))
+        turns = [
+            Turn(round(max(0.0, turn.start), 3), round(min(turn.end, self.seconds), 3),
+                 turn.speaker)
+            for turn in self.turns
+        ]  # fmt: skip
+        turns = [turn for turn in turns if turn.end > turn.start]
+        order = lambda turn: (turn.start, turn.speaker, turn.end)  # noqa: E731
+        turns.sort(key=order)
+        if turns and turns[0].speaker != 0:
+            turns = sorted(
+                (replace(t, speaker=1 - t.speaker) for t in turns), key=order
+            )
+        object.__setattr__(self, "turns", tuple(turns))
 
     @property
     def speakers(self) -> int:
@@ -83,7 +100,13 @@ class Diarization:
         return len({turn.speaker for turn in self.turns})
 
     def speech_seconds(self, speaker: int) -> float:
-        return sum(t.end - t.start for t in self.turns if t.speaker == speaker)
+        """How long ``speaker`` speaks (overlapping turns of theirs count once)."""
+        total, reached = 0.0, 0.0
+        for turn in self.turns:  # sorted by start
+            if turn.speaker == speaker and turn.end > reached:
+                total += turn.end - max(turn.start, reached)
+                reached = turn.end
+        return total
 
     def describe(self) -> str:
         """One line for the user: who speaks, how much."""
@@ -121,14 +144,24 @@ def _speaker_labels(mix: np.ndarray, frames: np.ndarray) -> np.ndarray:
     cepstra, pitch, voiced = _frame_features(mix, frames)
     length = min(round(SEGMENT_S * FRAME_RATE), len(frames))
     starts = _segment_starts(len(frames), length, round(SEGMENT_HOP_S * FRAME_RATE))
-    features = _segment_features(cepstra, pitch, voiced, starts, length)
+    raw = _segment_features(cepstra, pitch, voiced, starts, length)
+    features = (raw - raw.mean(0)) / (raw.std(0) + 1e-9)
+    features[:, -1] *= PITCH_WEIGHT
     lag = max(1, round(SLOW_LAG_S / SEGMENT_HOP_S))
     projected = _slow_projection(features, lag, dims=2)
     segment_labels, centres = _two_means(projected)
-    share = np.mean(segment_labels)
-    if min(share, 1 - share) < MIN_SHARE or (
-        _fisher_ratio(projected, segment_labels) < ONE_VOICE_BELOW
-    ):
+    # Each frame's half: that of the segment centred nearest to it.
+    nearest = np.clip(
+        np.searchsorted(starts + length // 2, np.arange(len(frames))),
+        0,
+        len(starts) - 1,
+    )
+    halves = segment_labels[nearest]
+    pitches = [pitch[voiced & (halves == k)] for k in (0, 1)]
+    pitch_gap = 0.0
+    if min(len(p) for p in pitches) > 0:
+        pitch_gap = abs(float(np.median(pitches[0]) - np.median(pitches[1])))
+    if not _two_voices(raw, projected, segment_labels, pitch_gap):
         return np.zeros(len(frames), np.int8)
     distance = [((projected - centre) ** 2).sum(axis=1) for centre in centres]
     scores = distance[0] - distance[1]  # > 0: nearer the second centre
@@ -137,6 +170,27 @@ def _speaker_labels(mix: np.ndarray, frames: np.ndarray) -> np.ndarray:
     width = max(1, round(SMOOTH_S * FRAME_RATE)) | 1
     labels = median_filter(labels.astype(np.int8), width, mode="nearest")
     return _first_speaker_is_a(labels)
+
+
+def _two_voices(
+    raw: np.ndarray, projected: np.ndarray, labels: np.ndarray, pitch_gap: float
+) -> bool:
+    """Whether the two halves of a split are two people, not one voice cut in
+    two (see the constants above); ``pitch_gap``: octaves between the halves'
+    median pitch."""
+    share = float(np.mean(labels))
+    seconds = SEGMENT_HOP_S * len(labels)  # segments overlap: speech they span
+    if min(share, 1 - share) * seconds < MIN_VOICE_S:
+        return False
+    means = [raw[labels == k].mean(0) for k in (0, 1)]
+    if np.linalg.norm(means[0][:-1] - means[1][:-1]) < MIN_CEPSTRAL_DISTANCE:
+        return False
+    fisher = _fisher_ratio(projected, labels)
+    if min(share, 1 - share) < UNEVEN_SHARE and fisher < UNEVEN_ABOVE:
+        return False
+    return fisher >= TWO_VOICES_ABOVE or (
+        fisher >= AMBIGUOUS_ABOVE and pitch_gap >= MIN_PITCH_GAP
+    )
 
 
 def _first_speaker_is_a(labels: np.ndarray) -> np.ndarray:
@@ -255,7 +309,7 @@ def _segment_features(
     starts: np.ndarray,
     length: int,
 ) -> np.ndarray:
-    """(segments, 20) standardised: mean cepstra, and mean pitch where voiced."""
+    """(segments, 20): mean cepstra, and mean log2 pitch where voiced."""
 
     def window_sums(values: np.ndarray) -> np.ndarray:
         total = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(values, 0)])
@@ -266,10 +320,7 @@ def _segment_features(
     pitch_sum = window_sums(np.where(voiced, pitch, 0.0))
     typical = float(np.median(pitch[voiced])) if voiced.any() else 7.0
     mean_pitch = np.where(n_voiced > 0, pitch_sum / np.maximum(n_voiced, 1), typical)
-    features = np.column_stack([mean_cepstra, mean_pitch])
-    features = (features - features.mean(0)) / (features.std(0) + 1e-9)
-    features[:, -1] *= PITCH_WEIGHT
-    return features
+    return np.column_stack([mean_cepstra, mean_pitch])
 
 
 def _slow_projection(features: np.ndarray, lag: int, dims: int) -> np.ndarray:

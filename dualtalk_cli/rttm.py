@@ -29,9 +29,20 @@ class RttmError(DualtalkError):
     """An RTTM file that cannot be used as the conversation's diarization."""
 
 
+def recording_id(stem: str) -> str:
+    """A recording's RTTM file id: its stem, whitespace as ``_`` (fields are
+    separated by spaces)."""
+    return re.sub(r"\s+", "_", stem) or "recording"
+
+
 def format_rttm(diarization: Diarization, recording: str) -> str:
-    """The RTTM text of ``diarization``; ``recording`` is its file id."""
-    file_id = re.sub(r"\s+", "_", recording) or "recording"
+    """The RTTM text of ``diarization``; ``recording`` is the audio's stem.
+
+    A recording without speech gets a comment line, which reads back as such.
+    """
+    file_id = recording_id(recording)
+    if not diarization.turns:
+        return f";; {file_id}: no speech found\n"
     return "".join(
         f"SPEAKER {file_id} 1 {turn.start:.3f} {turn.end - turn.start:.3f} "
         f"<NA> <NA> {SPEAKER_NAMES[turn.speaker]} <NA> <NA>\n"
@@ -46,7 +57,8 @@ def read_rttm(
 
     A file about several recordings is narrowed to ``recording`` (the audio's
     stem). Unparsable lines, more than two speakers and turns past the end are
-    refused in one line that names the line.
+    refused in one line that names the line. A file without SPEAKER lines means
+    nobody speaks.
     """
     path = Path(path)
     try:
@@ -55,64 +67,76 @@ def read_rttm(
         raise RttmError(f"cannot read ({error.strerror})", path) from None
     except UnicodeDecodeError:
         raise RttmError("not a text file (not UTF-8)", path) from None
-    lines = []  # (line number, file id, onset, end, name)
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith((";", "#")):
-            continue
-        if fields[0] in OTHER_TYPES:
-            continue
-        where = f"line {number}"
-        if fields[0] != "SPEAKER" or len(fields) < 8:
+    entries = [_parse(line, number, path) for number, line in _lines(text)]
+    entries = [entry for entry in entries if entry is not None]
+    recordings = sorted({entry[1] for entry in entries})
+    if len(recordings) > 1:
+        wanted = {recording, recording_id(recording)} if recording else set()
+        if not wanted & set(recordings):
+            listed = ", ".join(recordings[:3]) + (
+                ", ..." if len(recordings) > 3 else ""
+            )
             raise RttmError(
-                f"{where}: not an RTTM SPEAKER line (SPEAKER <recording> <channel> "
-                "<onset> <duration> <NA> <NA> <name> <NA> <NA>)",
+                f"holds turns of {len(recordings)} recordings ({listed}) and none "
+                f"named {recording!r}",
                 path,
             )
-        try:
-            onset, duration = float(fields[3]), float(fields[4])
-        except ValueError:
-            raise RttmError(
-                f"{where}: onset and duration must be seconds, not "
-                f"{fields[3]!r} and {fields[4]!r}",
-                path,
-            ) from None
-        if not (math.isfinite(onset) and math.isfinite(duration)):
-            raise RttmError(f"{where}: onset and duration must be finite", path)
-        if onset < 0 or duration < 0:
-            raise RttmError(f"{where}: onset and duration cannot be negative", path)
-        end = onset + duration
+        entries = [entry for entry in entries if entry[1] in wanted]
+    names: list[str] = []
+    turns = []
+    for number, _, onset, end, name in entries:
         if end > seconds + END_SLACK_S:
             raise RttmError(
-                f"{where}: the turn ends at {end:.3f} s, past the end of the audio "
-                f"({seconds:.3f} s)",
+                f"line {number}: the turn ends at {end:.3f} s, past the end of the "
+                f"audio ({seconds:.3f} s)",
                 path,
             )
-        lines.append((number, fields[1], onset, min(end, seconds), fields[7]))
-    recordings = sorted({file_id for _, file_id, *_ in lines})
-    if len(recordings) > 1:
-        if recording not in recordings:
-            raise RttmError(
-                f"holds turns of {len(recordings)} recordings "
-                f"({', '.join(recordings[:3])}{', ...' if len(recordings) > 3 else ''})"
-                f" and none named {recording!r}",
-                path,
-            )
-        lines = [entry for entry in lines if entry[1] == recording]
-    if not lines:
-        raise RttmError("holds no SPEAKER lines", path)
-    names: list[str] = []
-    for number, _, _, _, name in lines:
+        if round(min(end, seconds), 3) <= round(onset, 3):
+            continue  # empty, as RTTM holds it: says nothing about who speaks
         if name not in names:
             names.append(name)
             if len(names) > 2:
                 raise RttmError(
-                    f"line {number}: a third speaker ({name!r} after "
-                    f"{names[0]!r} and {names[1]!r}); dualtalk animates two",
+                    f"line {number}: a third speaker ({name!r} after {names[0]!r} "
+                    f"and {names[1]!r}); dualtalk animates two",
                     path,
                 )
-    # Speaker A is whoever speaks first.
-    first = min(lines, key=lambda entry: (entry[2], entry[0]))[4]
-    order = [first] + [name for name in names if name != first]
-    turns = [Turn(onset, end, order.index(name)) for _, _, onset, end, name in lines]
+        turns.append(Turn(onset, end, names.index(name)))
+    # Diarization makes whoever speaks first speaker A.
     return Diarization(tuple(turns), seconds)
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    """Numbered lines, split at newlines only (as an editor numbers them)."""
+    return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)]
+
+
+def _parse(
+    line: str, number: int, path: Path
+) -> tuple[int, str, float, float, str] | None:
+    """(line number, recording, onset, end, name) of a SPEAKER line; None for a
+    comment, a blank line or another RTTM line type."""
+    fields = line.split()
+    if not fields or fields[0].startswith((";", "#")) or fields[0] in OTHER_TYPES:
+        return None
+    where = f"line {number}"
+    if fields[0] != "SPEAKER" or not 9 <= len(fields) <= 10 or fields[7] == "<NA>":
+        raise RttmError(
+            f"{where}: not an RTTM SPEAKER line of 10 fields (SPEAKER <recording> "
+            "<channel> <onset> <duration> <NA> <NA> <name> <NA> <NA>, no spaces "
+            "within a field)",
+            path,
+        )
+    try:
+        onset, duration = float(fields[3]), float(fields[4])
+    except ValueError:
+        raise RttmError(
+            f"{where}: onset and duration must be seconds, not {fields[3]!r} and "
+            f"{fields[4]!r}",
+            path,
+        ) from None
+    if not (math.isfinite(onset) and math.isfinite(duration)):
+        raise RttmError(f"{where}: onset and duration must be finite", path)
+    if onset < 0 or duration < 0:
+        raise RttmError(f"{where}: onset and duration cannot be negative", path)
+    return number, fields[1], onset, onset + duration, fields[7]

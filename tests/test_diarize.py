@@ -12,7 +12,7 @@ import soundfile
 from conftest import assert_one_line_error, leftovers, run_cli
 from dualtalk_cli import Diarization, format_rttm, read_rttm
 from dualtalk_cli.audio import SAMPLE_RATE
-from dualtalk_cli.diarize import Turn
+from dualtalk_cli.diarize import Turn, diarize
 from dualtalk_cli.recording import is_one_mix, speaker_tracks
 from dualtalk_cli.testing import (
     DISTINCT_VOICES,
@@ -80,11 +80,13 @@ def test_mixed_recording_speaks_as_the_two_tracks_do(espeak, tmp_path, voices, l
         ).read_bytes(), name
 
 
-def test_one_voice_is_not_split_in_two(espeak, tmp_path):
+@pytest.mark.parametrize("voice", [0, 1], ids=["man", "woman"])
+def test_one_voice_is_not_split_in_two(espeak, tmp_path, voice):
     one_voice = [
         (0, text, gap if gap is not None else 0.5) for _, text, gap in SPOKEN_DIALOGUE
     ]
-    _, _, mix = write_spoken_dialogue(tmp_path, one_voice, DISTINCT_VOICES)
+    voices = (DISTINCT_VOICES[voice],) * 2
+    _, _, mix = write_spoken_dialogue(tmp_path, one_voice, voices)
     result = animate_npz(mix, "-o", tmp_path / "out")
     assert "one voice" in result.stderr
     a, b = (speaking(tmp_path / "out" / f"mix_speaker{k}.npz") for k in (1, 2))
@@ -131,10 +133,19 @@ def test_stereo_rule_tells_one_mix_from_one_voice_per_channel(espeak, tmp_path):
     assert is_one_mix(mix, 0.5 * mix)  # panned
     assert is_one_mix(mix, -mix)  # one channel's polarity inverted
     assert is_one_mix(mix, delayed)
-    assert is_one_mix(mix, np.zeros_like(mix) + 1e-6)  # the other channel unused
+    assert is_one_mix(left + 0.63 * right, 0.63 * left + right)  # a room's 4 dB
     assert not is_one_mix(left, right)
+    assert not is_one_mix(left, np.zeros_like(right))  # B silent: as before
+    assert not is_one_mix(left + 0.1 * right, right + 0.1 * left)  # 20 dB crosstalk
+    assert not is_one_mix(left + 0.5 * right, right + 0.5 * left)  # 6 dB crosstalk
+    # The other person only says "mm-hm" and "yeah", on their own microphone.
+    backchannels = write_spoken_dialogue(
+        tmp_path, SPOKEN_DIALOGUE[:2] + SPOKEN_DIALOGUE[3:5], DISTINCT_VOICES
+    )
+    left, right = (
+        soundfile.read(path, dtype="float32")[0] for path in backchannels[:2]
+    )
     assert not is_one_mix(left + 0.1 * right, right + 0.1 * left)
-    assert not is_one_mix(left + 0.3 * right, right + 0.3 * left)  # 10 dB crosstalk
 
 
 def test_rttm_round_trip_and_speaker_order(tmp_path):
@@ -155,6 +166,42 @@ def test_rttm_round_trip_and_speaker_order(tmp_path):
         "SPEAKER talk 1 3.400 0.600 <NA> <NA> SPEAKER_01 <NA> <NA>\n"
     )
     assert read_rttm(path, 5.0, recording="talk") == diarization
+
+
+def test_rttm_edge_cases(tmp_path):
+    path = tmp_path / "talk.rttm"
+    # An empty turn says nothing: the first to speak is still A, and one name is A.
+    path.write_text(
+        "SPEAKER talk 1 0.000 0.000 <NA> <NA> Y <NA> <NA>\n"
+        "SPEAKER talk 1 1.000 1.000 <NA> <NA> X <NA> <NA>\n"
+    )
+    assert read_rttm(path, 5.0) == Diarization((Turn(1.0, 2.0, 0),), 5.0)
+    # Another recording's turns may run past this audio's end.
+    path.write_text(
+        "SPEAKER other 1 0.000 25.000 <NA> <NA> X <NA> <NA>\n"
+        "SPEAKER my_talk 1 1.000 1.000 <NA> <NA> X <NA> <NA>\n"
+    )
+    assert read_rttm(path, 5.0, recording="my talk").turns == (Turn(1.0, 2.0, 0),)
+    # No speech is written as a comment, and read back as no speech.
+    nobody = Diarization((), 5.0)
+    path.write_text(format_rttm(nobody, "talk"))
+    assert path.read_text().startswith(";;") and read_rttm(path, 5.0) == nobody
+    # A turn past the end by less than the slack ends at the end, read and written.
+    ending = Diarization((Turn(1.0, 5.004, 0),), 5.0)
+    assert ending.turns == (Turn(1.0, 5.0, 0),)
+    path.write_text(format_rttm(ending, "talk"))
+    assert read_rttm(path, 5.0) == ending
+
+
+def test_sounds_that_are_no_voices_are_not_split():
+    rng = np.random.default_rng(0)
+    seconds = np.arange(20 * SAMPLE_RATE) / SAMPLE_RATE
+    on = (seconds % 2.0) < 1.5  # bursts with pauses, as phrases
+    for sound in (
+        0.1 * np.sin(2 * np.pi * 400 * seconds),
+        0.05 * rng.standard_normal(len(seconds)),
+    ):
+        assert diarize((sound * on).astype(np.float32)).speakers <= 1
 
 
 def test_tracks_are_the_mix_during_each_speakers_turns():
@@ -179,7 +226,9 @@ def test_tracks_are_the_mix_during_each_speakers_turns():
          ["line 2", "not an RTTM SPEAKER line"]),
         ("SPEAKER t 1 zero 1.0 <NA> <NA> A <NA> <NA>\n", ["line 1", "'zero'"]),
         ("SPEAKER t 1 -1 1.0 <NA> <NA> A <NA> <NA>\n", ["line 1", "negative"]),
-        (";; nothing here\n", ["no SPEAKER lines"]),
+        ("SPEAKER my talk 1 0.5 1.0 <NA> <NA> A <NA> <NA>\n",
+         ["line 1", "10 fields"]),
+        ("SPEAKER t 1 0.5 1.0 <NA> <NA> <NA> <NA> <NA>\n", ["line 1", "10 fields"]),
         ("SPEAKER t 1 0.5 1.0 <NA> <NA> A <NA> <NA>\n"
          "SPEAKER u 1 0.5 1.0 <NA> <NA> A <NA> <NA>\n", ["2 recordings"]),
     ],

@@ -39,6 +39,10 @@ def run_batch(
     engine_name = check_batch(out_dir, options)
     if options.compute.split != "auto" and all(c.audio_b is not None for c in clips):
         refuse_unused("batch", ["--split (no conversation is one recording)"])
+    if options.compute.split == "channels" and any(c.diarization for c in clips):
+        refuse_unused(
+            "batch --split channels", ["the manifest's rttm column (turns in a mix)"]
+        )
     summary = BatchSummary(total=len(clips))
     said: set[str] = set()
 
