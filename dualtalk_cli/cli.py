@@ -501,11 +501,52 @@ def batch_command(
     ],
     out: OutDirOpt = Path("out"),
     jobs: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--jobs", "-j", min=1, max=64, help="Conversations worked on at once."
+            "--jobs",
+            "-j",
+            min=1,
+            max=4096,
+            help="Conversations worked on at once [default: 1; on Ray, as many "
+            "workers as the cluster fits].",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster: auto (the one 'ray start' made), "
+            "ray://host:port, host:port of its head, or local (start one here). "
+            'Needs pip install "dualtalk-cli[ray]".',
+            show_default=False,
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-worker",
+            help="Ray: GPUs of each worker [default: 1 when the cluster has GPUs].",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            "--cpus-per-worker",
+            help="Ray: CPUs of each worker [default: 1; 4 for the DualTalk network "
+            "without a GPU].",
+            show_default=False,
+        ),
+    ] = None,
+    collect: Annotated[
+        bool,
+        typer.Option(
+            "--collect",
+            help="Ray: send each clip's outputs back and write them here, when "
+            "OUT is not on storage every node sees.",
+        ),
+    ] = False,
     json_lines: Annotated[
         bool,
         typer.Option(
@@ -545,23 +586,38 @@ def batch_command(
     def run(progress, say):
         from dualtalk_cli.batch import (
             BatchOptions,
+            ClusterOptions,
             find_clips,
             format_summary,
             run_batch,
         )
 
+        if ray is None and (gpus_per_worker, cpus_per_worker) != (None, None):
+            raise OptionError("--gpus-per-worker and --cpus-per-worker need --ray")
+        if ray is None and collect:
+            raise OptionError("--collect needs --ray")
+        if ray is None and jobs is not None and jobs > 64:
+            raise OptionError(f"--jobs must be at most 64 without --ray, not {jobs}")
+        cluster = None
+        if ray is not None:
+            cluster = ClusterOptions(
+                ray, gpus_per_worker, cpus_per_worker, collect, max_workers=jobs
+            )
         clips = find_clips(source)
         options = BatchOptions(
             compute=ComputeOptions(engine, fps, seed, split=split),
             output=OutputOptions(choose_formats(*formats), size, head, overwrite),
             given_partner=given_partner,
-            jobs=jobs,
+            jobs=1 if jobs is None or cluster else jobs,
             debug=reporting.debug,
+            cluster=cluster,
         )
+
+        stdout = sys.stdout  # JSON lines only: Ray's messages go elsewhere
 
         def on_event(event):
             if json_lines:
-                print(event.to_json(), flush=True)
+                print(event.to_json(), file=stdout, flush=True)
             position = f"[{event.index}/{event.total}] {event.clip}"
             if event.event == "done":
                 say(f"{position}: done in {event.seconds:.1f} s")
@@ -574,7 +630,7 @@ def batch_command(
             clips, out, options, on_event=on_event, progress=progress, notify=say
         )
         if json_lines:
-            print(summary.to_json(), flush=True)
+            print(summary.to_json(), file=stdout, flush=True)
         lines = format_summary(summary)
         if reporting.quiet:
             lines = [line for line in lines if "failed:" in line]
@@ -755,7 +811,8 @@ def _progress_reporter(enabled: bool) -> Iterator[tuple[Any, Callable[[str], Non
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    # stdout stays the caller's (batch --json writes there), not the bar's.
+    with Progress(*columns, console=Console(stderr=True), redirect_stdout=False) as bar:
         tasks: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:

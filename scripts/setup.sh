@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine: system GL libraries and a .venv.
-# With --test, also what the tests use: Blender and espeak-ng (apt) and the
-# Khronos glTF-Validator (npm, into .cache/node).
+# With --test, also what the tests use: Blender and espeak-ng (apt), the
+# Khronos glTF-Validator (npm, into .cache/node) and Ray (the [ray] extra).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,4 +42,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # The CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+extras=test
+# The tests also start a Ray cluster on loopback (batch --ray).
+"$testing" && extras=test,ray
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"

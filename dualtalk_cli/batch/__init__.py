@@ -2,7 +2,8 @@
 
 ``clips`` finds the conversations (a folder, a manifest CSV); ``work`` is the
 one code path for a clip; ``runners`` decide where clips run (this process, or
-worker processes each loading the engine and head once); ``report`` turns what
+worker processes each loading the engine and head once, or actors on a Ray
+cluster: ``cluster``); ``report`` turns what
 happened into events, a final table and an exit code; ``run`` ties them
 together. A clip whose outputs all exist is skipped, so running the same batch
 again finishes only what is missing.
@@ -14,6 +15,7 @@ from dualtalk_cli.batch.run import run_batch
 from dualtalk_cli.batch.work import (
     BatchOptions,
     ClipWorker,
+    ClusterOptions,
     clip_plan,
     partner_motion_files,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "Clip",
     "ClipEvent",
     "ClipWorker",
+    "ClusterOptions",
     "ManifestError",
     "clip_plan",
     "find_clips",

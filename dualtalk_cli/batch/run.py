@@ -86,7 +86,11 @@ def _run_tasks(
             report(task.event("skipped", message="outputs complete"))
         else:
             tasks.append(task)
-    if tasks and options.jobs <= 1:
+    if tasks and options.cluster is not None:
+        from dualtalk_cli.batch.cluster import run_on_ray
+
+        run_on_ray(tasks, out_dir, options, engine_name, report, notify)
+    elif tasks and options.jobs <= 1:
         run_here(tasks, out_dir, options, report, progress, notify)
     elif tasks:
         # Fail in this process, once, when the head cannot be used at all.
@@ -117,8 +121,12 @@ def check_batch(out_dir: Path, options: BatchOptions) -> str:
     if any(options.compute.shapes):
         refuse_unused("batch", ["identities (give them per clip in a manifest)"])
     engine_name = ENGINES.resolve(engine.name, **engine.settings())
+    if options.cluster is not None:
+        from dualtalk_cli.batch.cluster import import_ray
+
+        import_ray()  # one line saying how to install it, before anything else
     prepare_folder(out_dir)
-    if "mp4" in options.formats:
+    if "mp4" in options.formats and options.cluster is None:  # Ray: each worker
         from dualtalk_cli.render import check_renderer
 
         check_renderer()

@@ -1,8 +1,8 @@
 """Runners: who works on a batch's clips. Each one hands every clip to a ClipWorker.
 
 ``run_here`` works in this process; ``run_in_processes`` in ``jobs`` spawned
-processes on this machine, each loading the engine and head once. A cluster
-runner would be one more function here that reuses ``ClipWorker``.
+processes on this machine, each loading the engine and head once. The Ray
+runner (``cluster``) reuses ``ClipWorker`` the same way, one per actor.
 """
 
 from __future__ import annotations

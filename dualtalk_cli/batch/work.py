@@ -9,10 +9,30 @@ from pathlib import Path
 from dualtalk_cli.animation import Animator, animate, animate_with_partner
 from dualtalk_cli.batch.clips import Clip
 from dualtalk_cli.batch.report import ClipEvent
-from dualtalk_cli.errors import DualtalkError, describe
+from dualtalk_cli.errors import DualtalkError, OptionError, describe
 from dualtalk_cli.options import ComputeOptions, OutputOptions, needs_head
 from dualtalk_cli.outputs import OutputPlan, locked_folder
 from dualtalk_cli.writers import Progress
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where and how a batch runs on Ray (None: chosen from the cluster)."""
+
+    address: str  # auto, local, ray://host:port, or host:port of a head
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs
+    cpus_per_worker: float | None = None  # None: 1, or 4 for the network on CPU
+    collect: bool = False  # send outputs back to the driver, which writes them
+    max_workers: int | None = None  # None: as many as the cluster fits
+
+    def __post_init__(self) -> None:
+        for name in ("gpus_per_worker", "cpus_per_worker"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                flag = "--" + name.replace("_", "-")
+                raise OptionError(f"{flag} must be 0 or more, not {value}")
+        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
+            raise OptionError("a worker needs a CPU or a GPU")
 
 
 @dataclass(frozen=True)
@@ -26,6 +46,7 @@ class BatchOptions:
     given_partner: bool = False
     jobs: int = 1  # conversations worked on at once, in separate processes
     debug: bool = False  # stop at the first failing clip, with its traceback
+    cluster: ClusterOptions | None = None  # run on Ray instead of this machine
 
     @property
     def formats(self) -> tuple[str, ...]:
