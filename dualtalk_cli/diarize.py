@@ -169,7 +169,7 @@ def _speaker_labels(mix: np.ndarray, frames: np.ndarray) -> np.ndarray:
     labels = _spread_to_frames(scores, starts, length, len(frames)) > 0
     width = max(1, round(SMOOTH_S * FRAME_RATE)) | 1
     labels = median_filter(labels.astype(np.int8), width, mode="nearest")
-    return _first_speaker_is_a(labels)
+    return _first_turn_whole(labels)
 
 
 def _two_voices(
@@ -193,20 +193,16 @@ def _two_voices(
     )
 
 
-def _first_speaker_is_a(labels: np.ndarray) -> np.ndarray:
-    """Labels with speaker A (0) the first to speak.
-
-    The first run long enough to be a turn decides; shorter runs before it
-    (often mislabelled: little context at the start) become part of it, so the
-    first turn of the result is A's.
-    """
+def _first_turn_whole(labels: np.ndarray) -> np.ndarray:
+    """Labels whose first run long enough to be a turn starts the speech:
+    shorter runs before it (often mislabelled, with little context at the
+    start) become part of it. ``Diarization`` then names its speaker A."""
     changes = np.flatnonzero(np.diff(labels)) + 1
     starts = np.concatenate([[0], changes])
     ends = np.concatenate([changes, [len(labels)]])
     long_enough = np.flatnonzero(ends - starts >= FIRST_TURN_S * FRAME_RATE)
     first = starts[long_enough[0]] if len(long_enough) else 0
-    labels = labels if labels[first] == 0 else 1 - labels
-    labels[:first] = 0
+    labels[:first] = labels[first]
     return labels
 
 

@@ -170,12 +170,12 @@ def speaker_tracks(
     mix: np.ndarray, diarization: Diarization
 ) -> tuple[np.ndarray, np.ndarray]:
     """The mix as each speaker's track: open during their turns, silent else."""
+    pad = GATE_PAD_S * SAMPLE_RATE
+    fade = max(1, round(GATE_FADE_S * SAMPLE_RATE))
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
     tracks = []
     for speaker in (0, 1):
         gate = np.zeros(len(mix), np.float32)
-        pad = GATE_PAD_S * SAMPLE_RATE
-        fade = max(1, round(GATE_FADE_S * SAMPLE_RATE))
-        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
         for turn in diarization.turns:
             if turn.speaker != speaker:
                 continue

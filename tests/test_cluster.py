@@ -215,6 +215,9 @@ def test_ray_options_are_refused_where_they_cannot_apply(tmp_path):
     assert_one_line_error(result, "--collect needs --ray")
     result = run_cli("batch", clips, "-o", out, "--gpus-per-worker", "1")
     assert_one_line_error(result, "--ray")
+    result = run_cli("batch", clips, "-o", out, "--ray", "auto", "--cpus-per-worker",
+                     "-1")  # fmt: skip
+    assert_one_line_error(result, "--cpus-per-worker must be 0 or more")
     # Without Ray installed: one line saying how to install it.
     hide_ray = (
         "import sys; sys.modules['ray'] = None; from dualtalk_cli.cli import main; "

@@ -296,3 +296,27 @@ def test_batch_splits_single_recordings_and_takes_rttm_from_a_manifest(
         f"{seconds:.3f}",
     ]
     assert not speaking(out / "given" / "mix_speaker2.npz").any()
+
+
+def test_batch_refuses_split_options_that_cannot_apply(tmp_path):
+    from dualtalk_cli.testing import write_pair
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_pair(folder, "talk")
+    out = tmp_path / "out"
+    result = run_cli("batch", folder, "-o", out, "-f", "npz", "--split", "diarize")
+    assert_one_line_error(result, "--split", "no conversation is one recording")
+    assert not out.exists() or not list(out.iterdir())
+    # An RTTM on a row of two files: that clip fails, naming the line.
+    manifest = tmp_path / "list.csv"
+    rttm = tmp_path / "x.rttm"
+    rttm.write_text("SPEAKER talk 1 0.0 1.0 <NA> <NA> A <NA> <NA>\n")
+    pair = f"{folder / 'talk_speaker1.wav'},{folder / 'talk_speaker2.wav'}"
+    manifest.write_text(f"speaker1,speaker2,rttm\n{pair},{rttm}\n")
+    result = run_cli("batch", manifest, "-o", out, "-f", "npz", "--json")
+    assert result.returncode == 3, result.stderr
+    failed = [json.loads(line) for line in result.stdout.splitlines()][0]
+    assert failed["event"] == "failed" and "line 2" in failed["message"]
+    assert "two audio files" in failed["message"]
+    assert not (out / "talk").exists()

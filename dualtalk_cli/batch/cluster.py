@@ -237,7 +237,6 @@ def _run_on_ray(
     # the events say them as given here.
     given_out, out_dir = Path(out_dir), Path(out_dir).absolute()
     tasks = [replace(task, clip=_absolute_clip(task.clip)) for task in tasks]
-    options = _absolute_options(options)
 
     def as_given(event: ClipEvent) -> None:
         outputs = tuple(
@@ -453,8 +452,9 @@ def _clean_up(clip: Any, out_dir: Path, options: BatchOptions) -> None:
 
 
 def _resolved(options: BatchOptions, engine_name: str) -> BatchOptions:
-    """``options`` naming the engine, head and files this driver found, so that
-    every worker loads those (a worker has another folder and environment)."""
+    """``options`` naming the engine, head and files this driver found, as
+    absolute paths, so that every worker loads those (a worker has another
+    folder and environment)."""
     from dualtalk_cli.options import needs_head
 
     engine = replace(options.compute.engine, name=engine_name)
@@ -472,6 +472,10 @@ def _resolved(options: BatchOptions, engine_name: str) -> BatchOptions:
             from dualtalk_cli.heads.flame import find_flame_model
 
             head = replace(head, flame=find_flame_model())
+    engine = replace(engine, weights=_absolute(engine.weights))
+    head = replace(
+        head, flame=_absolute(head.flame), flame_eyelids=_absolute(head.flame_eyelids)
+    )
     return replace(
         options,
         compute=replace(options.compute, engine=engine),
@@ -481,37 +485,17 @@ def _resolved(options: BatchOptions, engine_name: str) -> BatchOptions:
 
 def _absolute_clip(clip: Any) -> Any:
     """``clip`` with every file as an absolute path."""
-
-    def absolute(path: Path | None) -> Path | None:
-        return None if path is None else Path(path).absolute()
-
     return replace(
         clip,
-        audio_a=absolute(clip.audio_a),
-        audio_b=absolute(clip.audio_b),
-        shapes=tuple(absolute(path) for path in clip.shapes),
-        diarization=absolute(clip.diarization),
+        audio_a=_absolute(clip.audio_a),
+        audio_b=_absolute(clip.audio_b),
+        shapes=tuple(_absolute(path) for path in clip.shapes),
+        diarization=_absolute(clip.diarization),
     )
 
 
-def _absolute_options(options: BatchOptions) -> BatchOptions:
-    """``options`` with the checkpoint and FLAME files as absolute paths."""
-    engine, head = options.compute.engine, options.output.head
-    if engine.weights is not None:
-        engine = replace(engine, weights=Path(engine.weights).absolute())
-    head = replace(
-        head,
-        **{
-            name: Path(value).absolute()
-            for name in ("flame", "flame_eyelids")
-            if (value := getattr(head, name)) is not None
-        },
-    )
-    return replace(
-        options,
-        compute=replace(options.compute, engine=engine),
-        output=replace(options.output, head=head),
-    )
+def _absolute(path: str | os.PathLike | None) -> Path | None:
+    return None if path is None else Path(path).absolute()
 
 
 def _connect(ray: Any, address: str) -> None:

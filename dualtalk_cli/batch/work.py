@@ -31,8 +31,6 @@ class ClusterOptions:
             if value is not None and not value >= 0:
                 flag = "--" + name.replace("_", "-")
                 raise OptionError(f"{flag} must be 0 or more, not {value}")
-        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
-            raise OptionError("a worker needs a CPU or a GPU")
 
 
 @dataclass(frozen=True)
