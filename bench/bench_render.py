@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import dualtalk_cli.render as render  # a module, not the API's render()
+from dualtalk_cli.options import DEFAULT_ANTIALIAS
 from dualtalk_cli.video import VideoWriter
 
 
@@ -65,7 +66,7 @@ def bench_ours(mesh, frames: int, args: argparse.Namespace, out: Path, encode=Tr
         [rest, rest],
         size=size,
         vertex_colors=[colors, colors],
-        samples=args.samples,
+        antialias=args.antialias,
     ) as renderer:
         start = time.perf_counter()
         if not encode:
@@ -135,14 +136,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="tile size (per head)")
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--mesh", choices=("auto", "builtin", "sphere"), default="auto")
-    parser.add_argument("--samples", type=int, default=render.MSAA_SAMPLES, help="MSAA")
+    parser.add_argument(
+        "--antialias", choices=tuple(render.ANTIALIAS), default=DEFAULT_ANTIALIAS
+    )
     parser.add_argument("--keep", type=Path, help="keep the videos in this folder")
     args = parser.parse_args()
 
     mesh = load_mesh(args.mesh)
     print(f"mesh: {mesh[0]}, {len(mesh[2])} vertices, {len(mesh[1])} triangles x 2")
     print(f"renderer: {render.check_renderer()}; {os.cpu_count()} CPU cores")
-    print(f"frame: {2 * args.size}x{args.size}, MSAA {args.samples}x, {args.fps} fps")
+    print(f"frame: {2 * args.size}x{args.size}, {args.antialias}, {args.fps} fps")
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp)

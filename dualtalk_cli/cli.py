@@ -104,6 +104,16 @@ PassesOpt = Annotated[
         "--passes", min=1, max=10, help="DualTalk: alternating passes [default: 2]."
     ),
 ]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="DualTalk: the network's arithmetic, fp32 (the published model "
+        "exactly), bf16, or fp16 (CUDA only) [default: bf16 where the device "
+        "computes it natively, else fp32].",
+        show_default=False,
+    ),
+]
 SeedOpt = Annotated[
     int,
     typer.Option("--seed", min=0, max=2**64 - 1, help="Seed of blinks, gaze and sway."),
@@ -142,6 +152,16 @@ SizeOpt = Annotated[
         max=4096,
         callback=_even,
         help="Pixels per head, square [default: 512].",
+    ),
+]
+
+AntialiasOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--antialias",
+        help="Video edges: msaa4 (4 samples a pixel), msaa2, ssaa2 (drawn at twice "
+        "the size, averaged) or none [default: msaa4].",
+        show_default=False,
     ),
 ]
 
@@ -210,8 +230,9 @@ def _engine_group(
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
     passes: PassesOpt = None,
+    precision: PrecisionOpt = None,
 ) -> EngineOptions:
-    return EngineOptions(engine, weights, device, passes)
+    return EngineOptions(engine, weights, device, passes, precision)
 
 
 def _head_group(
@@ -343,6 +364,7 @@ def animate_command(
     seed: SeedOpt = 0,
     fps: FpsOpt = None,
     size: SizeOpt = None,
+    antialias: AntialiasOpt = None,
     overwrite: OverwriteOpt = False,
     *,
     engine: EngineOptions,
@@ -366,7 +388,9 @@ def animate_command(
         from dualtalk_cli.animation import animate, animate_with_partner
 
         compute = ComputeOptions(engine, fps, seed, shapes, split, diarization)
-        output = OutputOptions(choose_formats(*formats), size, head, overwrite)
+        output = OutputOptions(
+            choose_formats(*formats), size, head, overwrite, antialias
+        )
         if partner_motion is not None:
             path = animate_with_partner(
                 (audio[0], audio[1]),
@@ -418,6 +442,7 @@ def render_command(
         bool, typer.Option("--obj", help="Also write OBJ meshes beside the video.")
     ] = False,
     size: SizeOpt = None,
+    antialias: AntialiasOpt = None,
     overwrite: OverwriteOpt = False,
     *,
     head: HeadOptions,
@@ -441,7 +466,7 @@ def render_command(
             target,
             audio_paths=audio,
             shapes=shapes,
-            output=OutputOptions(formats, size, head, overwrite),
+            output=OutputOptions(formats, size, head, overwrite, antialias),
             progress=progress,
             notify=say,
         )
@@ -462,6 +487,7 @@ def export_command(
     motions: MotionFilesArg,
     out: OutDirOpt = Path("out"),
     size: SizeOpt = None,
+    antialias: AntialiasOpt = None,
     overwrite: OverwriteOpt = False,
     *,
     head: HeadOptions,
@@ -479,7 +505,9 @@ def export_command(
         from dualtalk_cli.animation import MotionFiles, export_motion
 
         files = MotionFiles(tuple(motions), audio, shapes)
-        output = OutputOptions(choose_formats(*formats), size, head, overwrite)
+        output = OutputOptions(
+            choose_formats(*formats), size, head, overwrite, antialias
+        )
         for path in export_motion(files, out, output, progress, notify=say):
             say(f"wrote {path}")
 
@@ -566,6 +594,7 @@ def batch_command(
     seed: SeedOpt = 0,
     fps: FpsOpt = None,
     size: SizeOpt = None,
+    antialias: AntialiasOpt = None,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Redo conversations that are complete too."),
@@ -606,7 +635,9 @@ def batch_command(
         clips = find_clips(source)
         options = BatchOptions(
             compute=ComputeOptions(engine, fps, seed, split=split),
-            output=OutputOptions(choose_formats(*formats), size, head, overwrite),
+            output=OutputOptions(
+                choose_formats(*formats), size, head, overwrite, antialias
+            ),
             given_partner=given_partner,
             jobs=1 if jobs is None or cluster else jobs,
             debug=reporting.debug,

@@ -28,6 +28,7 @@ def collect_info() -> list[str]:
 
     for name, reason in available_engines().items():
         lines.append(f"engine {name}: {'available' if reason is None else reason}")
+    lines.append(f"network devices: {_network_devices()}")
     for name, reason in available_heads().items():
         if reason is None:
             from dualtalk_cli.heads import load_head
@@ -35,6 +36,30 @@ def collect_info() -> list[str]:
             reason = f"available, {load_head(name).description}"
         lines.append(f"head {name}: {reason}")
     return lines
+
+
+def _network_devices() -> str:
+    """Where the DualTalk network can run, with each device's default precision."""
+    from importlib.util import find_spec
+
+    if find_spec("torch") is None:
+        return "none (torch is not installed)"
+    import torch
+
+    from dualtalk_cli.engines.dualtalk import default_precision
+
+    devices = [("cpu", "cpu")]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            name = torch.cuda.get_device_name(index)
+            devices.append((f"cuda:{index}", f"cuda:{index} ({name})"))
+    shown = [
+        f"{label}, default precision {default_precision(device)}"
+        for device, label in devices
+    ]
+    if len(devices) == 1:
+        shown.append("no CUDA device")
+    return "; ".join(shown)
 
 
 def _ffmpeg_version() -> str:

@@ -23,7 +23,12 @@ FORMATS = tuple(name for name in LAYOUT if name != "rttm")
 DEFAULT_FORMATS = ("npz", "obj", "mp4")
 MESH_FORMATS = ("obj", "mp4", "glb")  # the formats that need a head
 SPLITS = ("auto", "channels", "diarize")  # how one recording becomes two speakers
+PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic; fp16 on CUDA only
 DEFAULT_SIZE = 512  # pixels per head in the video, square
+# How video edges are smoothed (render.ANTIALIAS says how each is drawn;
+# bench/bench_render.py measures them). Here, so options need no GL import.
+ANTIALIAS = ("msaa4", "msaa2", "ssaa2", "none")
+DEFAULT_ANTIALIAS = "msaa4"
 MAX_SEED = 2**64 - 1  # seeds are 64-bit: a larger one would wrap silently
 
 PathLike = str | os.PathLike
@@ -46,6 +51,9 @@ class EngineOptions:
     weights: Path | None = None  # DualTalk: the checkpoint
     device: str | None = None  # DualTalk: cpu, cuda, cuda:1 ...
     passes: int | None = None  # DualTalk: alternating passes
+    # DualTalk: one of PRECISIONS (the engine checks it against its device);
+    # None: the device's default.
+    precision: str | None = None
 
     def settings(self) -> dict[str, object]:
         """The settings given, as the engine's constructor takes them."""
@@ -121,6 +129,7 @@ class OutputOptions:
     size: int | None = None  # None: DEFAULT_SIZE
     head: HeadOptions = HeadOptions()
     overwrite: bool = False
+    antialias: str | None = None  # None: DEFAULT_ANTIALIAS
 
     def __post_init__(self) -> None:
         if self.formats is not None:
@@ -135,6 +144,11 @@ class OutputOptions:
             raise OptionError(
                 f"--size must be even and within 64..4096 (H.264 needs even frame "
                 f"sizes), not {self.size}"
+            )
+        if self.antialias is not None and self.antialias not in ANTIALIAS:
+            raise OptionError(
+                f"--antialias must be one of {', '.join(ANTIALIAS)}, "
+                f"not {self.antialias!r}"
             )
 
     def chosen_formats(
@@ -157,11 +171,17 @@ class OutputOptions:
     def video_size(self) -> int:
         return DEFAULT_SIZE if self.size is None else self.size
 
+    @property
+    def video_antialias(self) -> str:
+        return DEFAULT_ANTIALIAS if self.antialias is None else self.antialias
+
     def check_used(self, formats: tuple[str, ...]) -> None:
         """Refuse what has no effect when writing ``formats``: never silence."""
         unused = []
         if self.size is not None and "mp4" not in formats:
             unused.append("--size (no video is written)")
+        if self.antialias is not None and "mp4" not in formats:
+            unused.append("--antialias (no video is written)")
         if self.head != HeadOptions() and not needs_head(formats):
             unused.append("--head/--flame/--flame-eyelids (no meshes or video)")
         if unused:

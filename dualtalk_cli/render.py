@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dualtalk_cli.errors import RendererUnavailable
+from dualtalk_cli.options import DEFAULT_ANTIALIAS
 
 EGL_PACKAGES = "libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri"
 
@@ -28,7 +29,10 @@ AMBIENT = (0.17, 0.17, 0.18)
 LIGHTS = (((-0.7, 0.6, 1.0), 1.0), ((0.9, 0.1, 0.7), 0.3), ((0.2, 0.5, -1.0), 0.5))
 FIELD_OF_VIEW = math.radians(18.0)  # narrow, like a portrait lens: little distortion
 MARGIN = 1.12  # the rest pose's bounding box fills 1/MARGIN of its tile
-MSAA_SAMPLES = 4  # llvmpipe offers 4 or none; 4 smooths edges, costs ~45% of fps
+# Anti-aliasing (options.ANTIALIAS): name -> (MSAA samples per pixel,
+# supersampling factor per side). Supersampling draws the frame larger and
+# averages each block of pixels (a linear blit of exactly 2:1 averages 2x2).
+ANTIALIAS = {"msaa4": (4, 1), "msaa2": (2, 1), "ssaa2": (0, 2), "none": (0, 1)}
 
 
 def _unavailable(reason: object) -> RendererUnavailable:
@@ -379,12 +383,16 @@ class Renderer:
         *,
         size: int = 512,
         vertex_colors: Sequence[np.ndarray | None] | None = None,
-        samples: int = MSAA_SAMPLES,
+        antialias: str = DEFAULT_ANTIALIAS,
     ) -> None:
         if not 1 <= len(faces) == len(rest_vertices) <= 2:
             raise ValueError("give the faces and rest vertices of one or two heads")
+        if antialias not in ANTIALIAS:
+            raise ValueError(f"antialias must be one of {', '.join(ANTIALIAS)}")
         colors = [None] * len(faces) if vertex_colors is None else list(vertex_colors)
         self.size, self.width = int(size), int(size) * len(faces)
+        self.antialias = antialias
+        samples, self._scale = ANTIALIAS[antialias]
         self._platform = _create_context(self.width, self.size)
         try:
             self._setup(faces, rest_vertices, colors, samples)
@@ -398,17 +406,22 @@ class Renderer:
 
         self._heads = [_Head(*args) for args in zip(faces, rest_vertices, colors)]
         samples = min(samples, int(GL.glGetIntegerv(GL.GL_MAX_SAMPLES)))
-        self._draw_fb = _Framebuffer(self.width, self.size, samples)
-        # Multisampled pixels cannot be read directly: they are resolved first.
-        self._read_fb = _Framebuffer(self.width, self.size, 0) if samples else None
-        self._renderer = _pass_renderer_class()(self.width, self.size, self._draw_fb.id)
+        # Drawn at ``scale`` times the size when supersampling.
+        width, height = self.width * self._scale, self.size * self._scale
+        self._draw_fb = _Framebuffer(width, height, samples)
+        # Multisampled or supersampled pixels cannot be read directly: they are
+        # resolved (averaged) into a plain framebuffer of the video's size first.
+        resolve = samples or self._scale > 1
+        self._read_fb = _Framebuffer(self.width, self.size, 0) if resolve else None
+        self._renderer = _pass_renderer_class()(width, height, self._draw_fb.id)
 
         # One scene holds every head, each centred at the origin and drawn
         # into its own tile, so one camera and one set of lights serve all.
         self._scene = pyrender.Scene(bg_color=(*BACKGROUND, 1.0), ambient_light=AMBIENT)
         for index, head in enumerate(self._heads):
             self._scene.add(pyrender.Mesh([head.primitive]), pose=head.pose)
-            tile = (index * self.size, 0, self.size, self.size)
+            side = self.size * self._scale
+            tile = (index * side, 0, side, side)
             self._renderer.viewports[head.primitive] = tile
         # Fit the unit square at the nearest front face; what lies behind it
         # (cheeks, ears, the back of the head) looks smaller and fits too.
@@ -444,9 +457,13 @@ class Renderer:
         if self._read_fb is not None:
             GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._draw_fb.id)
             GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, self._read_fb.id)
+            # An exact 2:1 linear blit samples each pixel at the corner shared
+            # by four source pixels: their mean.
+            scale = self._scale
             GL.glBlitFramebuffer(
-                0, 0, w, h, 0, 0, w, h, GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST
-            )
+                0, 0, w * scale, h * scale, 0, 0, w, h, GL.GL_COLOR_BUFFER_BIT,
+                GL.GL_LINEAR if scale > 1 else GL.GL_NEAREST,
+            )  # fmt: skip
         source = self._read_fb or self._draw_fb
         GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, source.id)
         pixels = GL.glReadPixels(0, 0, w, h, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)

@@ -9,6 +9,7 @@ output format is one writer here and one line of ``outputs.LAYOUT``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -83,7 +84,7 @@ class ObjWriter(Writer):
                 stop_if(cancelled)
                 with writing_error(path):
                     for vertices in chunk:
-                        with open(folder / f"{frame:06d}.obj", "w") as file:
+                        with open(folder / f"{frame:06d}.obj", "wb") as file:
                             file.write(vertex_lines(vertices))
                             file.write(faces)
                         frame += 1
@@ -113,6 +114,7 @@ class Mp4Writer(Writer):
                 [head.rest_vertices] * n_heads,
                 size=size,
                 vertex_colors=colors,
+                antialias=self.options.video_antialias,
             ) as renderer,
             VideoWriter(
                 self.transaction.file(path),
@@ -280,16 +282,80 @@ def write_outputs(
     return [path for writer in writers for path in outputs.get(writer, [])]
 
 
-def vertex_lines(vertices: np.ndarray) -> str:
-    """OBJ ``v`` lines for (V, 3) vertices, 0.01 mm resolution in metres."""
-    flat = np.asarray(vertices, np.float64).ravel().tolist()
-    return ("v %.5f %.5f %.5f\n" * len(vertices)) % tuple(flat)
+OBJ_DECIMALS = 5  # 0.01 mm in metres
+_TABLE_LIMIT = 10**OBJ_DECIMALS  # numbers of up to 5 digits come from a table
+_V_LINE = "v %.5f %.5f %.5f\n"  # the bytes vertex_lines writes, as printf has them
 
 
-def face_lines(faces: np.ndarray) -> str:
+@functools.cache
+def _digit_table() -> np.ndarray:
+    """(100000, 5) uint8: the zero-padded ASCII digits of 0 ... 99999."""
+    numbers = np.arange(_TABLE_LIMIT)[:, None]
+    powers = 10 ** np.arange(OBJ_DECIMALS - 1, -1, -1)
+    return (numbers // powers % 10 + ord("0")).astype(np.uint8)
+
+
+def vertex_lines(vertices: np.ndarray) -> bytes:
+    """OBJ ``v`` lines for (V, 3) vertices, 0.01 mm resolution in metres: the
+    bytes of ``"v %.5f %.5f %.5f\\n"`` for each vertex, formatted in numpy.
+
+    Each number is rounded to a count of 1e-5 and its digits are looked up and
+    laid out in a byte table. A value whose scaled form lies within rounding
+    error of a half (or that is not finite, or 100 km or more) is left to
+    Python's formatting, which rounds the exact binary value, so the bytes are
+    always printf's.
+    """
+    values = np.asarray(vertices, np.float64).reshape(-1, 3)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = values * float(_TABLE_LIMIT)
+        fraction = np.abs(scaled - np.trunc(scaled))
+        # x * 1e5 is within half an ulp of the exact product: its rounding can
+        # only be wrong where it lies within an ulp of a half.
+        doubtful = ~(np.abs(fraction - 0.5) > 2 * np.spacing(np.abs(scaled)))
+        doubtful |= ~(np.abs(scaled) < float(_TABLE_LIMIT) ** 2 - 1)  # nan, inf too
+    units = np.abs(np.rint(np.where(doubtful, 0.0, scaled))).astype(np.int64)
+    whole, decimals = np.divmod(units, _TABLE_LIMIT)
+    n_whole = len(str(int(whole.max(initial=0))))
+    table = _digit_table()
+    # One field per number: sign, whole digits, point, decimals.
+    width = n_whole + 7
+    field = np.empty((*values.shape, width), np.uint8)
+    field[..., 0] = ord("-")
+    field[..., 1 : 1 + n_whole] = table[whole, OBJ_DECIMALS - n_whole :]
+    field[..., 1 + n_whole] = ord(".")
+    field[..., 2 + n_whole :] = table[decimals]
+    keep = np.ones(field.shape, bool)
+    keep[..., 0] = np.signbit(values)  # "-0.00000" for small negatives, as printf
+    # Leading zeros of the whole part go; its last digit always stays.
+    powers = 10 ** np.arange(n_whole - 1, 0, -1)
+    keep[..., 1:n_whole] = whole[..., None] >= powers
+    # Lines: "v", then " " and a field per coordinate, then a newline.
+    line = np.full((len(values), 3 * width + 5), ord(" "), np.uint8)
+    kept = np.ones(line.shape, bool)
+    line[:, 0], line[:, -1] = ord("v"), ord("\n")
+    for axis in range(3):
+        start = 2 + axis * (1 + width)
+        line[:, start : start + width] = field[:, axis]
+        kept[:, start : start + width] = keep[:, axis]
+    text = line[kept].tobytes()
+    rows = np.flatnonzero(doubtful.any(axis=1))
+    if not len(rows):
+        return text
+    # Rare: splice in Python's formatting of the doubtful lines.
+    ends = np.cumsum(kept.sum(axis=1))
+    pieces, position = [], 0
+    for row in rows:
+        pieces.append(text[position : int(ends[row - 1]) if row else 0])
+        pieces.append((_V_LINE % tuple(values[row].tolist())).encode())
+        position = int(ends[row])
+    pieces.append(text[position:])
+    return b"".join(pieces)
+
+
+def face_lines(faces: np.ndarray) -> bytes:
     """OBJ ``f`` lines (1-based) for (F, 3) triangles."""
     flat = (np.asarray(faces, np.int64) + 1).ravel().tolist()
-    return ("f %d %d %d\n" * len(faces)) % tuple(flat)
+    return (("f %d %d %d\n" * len(faces)) % tuple(flat)).encode()
 
 
 class Cancelled(Exception):

@@ -76,6 +76,9 @@ def test_fps_and_unequal_lengths(tmp_path):
     assert len(list((out / "a").glob("*.obj"))) == a.n_frames
 
 
+PRINTF_V, PRINTF_F = "v %.5f %.5f %.5f\n", "f %d %d %d\n"  # what OBJ lines are
+
+
 def test_obj_sequences(dialogue, tmp_path):
     out = tmp_path / "out"
     result = run_cli("animate", *dialogue, "-o", out, "--no-video")
@@ -89,7 +92,37 @@ def test_obj_sequences(dialogue, tmp_path):
         lines = files[n_frames // 2].read_text().splitlines()
         assert sum(line.startswith("v ") for line in lines) == len(head.rest_vertices)
         assert sum(line.startswith("f ") for line in lines) == len(head.faces)
+        # Byte for byte what printf writes for that frame's vertices.
+        motion = load_motion(out / f"{name}.npz")
+        vertices = np.concatenate(list(head.iter_vertices(motion)))[n_frames // 2]
+        expected = "".join(PRINTF_V % tuple(v) for v in vertices.tolist())
+        expected += "".join(PRINTF_F % tuple(f) for f in (head.faces + 1).tolist())
+        assert files[n_frames // 2].read_bytes() == expected.encode()
     assert leftovers(out) == []
+
+
+def test_obj_numbers_are_printfs_to_the_byte():
+    from dualtalk_cli.writers import vertex_lines
+
+    rng = np.random.default_rng(7)
+    edges = [
+        [0.015625, -0.015625, 1e-6],  # exact binary halves; tiny negatives
+        [-1e-6, -0.0, 0.0],
+        [np.nan, np.inf, -np.inf],
+        [1e300, -1e20, 5e-6],
+        [99999.999996, -99999.999996, 99999.99999],  # rounds up to 100 km
+        [9.999995, -9.999995, 0.000015],
+    ]
+    cases = [
+        np.array(edges),
+        rng.normal(0, 0.1, (3000, 3)).astype(np.float32),
+        rng.normal(0, 300, (3000, 3)),
+        rng.integers(-(10**8), 10**8, (3000, 3)) / 1e5 + 0.5e-5,  # near halves
+        np.zeros((0, 3)),
+    ]
+    for values in cases:
+        expected = "".join(PRINTF_V % tuple(v) for v in values.tolist())
+        assert vertex_lines(values) == expected.encode()
 
 
 def test_mp4_frames_size_and_audio(dialogue, tmp_path):
@@ -248,6 +281,7 @@ def test_info_reports_renderer_engines_and_heads():
     assert "renderer: ok" in result.stdout
     assert "engine procedural: available" in result.stdout
     assert "head builtin: available" in result.stdout
+    assert "network devices: cpu, default precision " in result.stdout
 
 
 def test_progress_bar_on_a_terminal_only(dialogue, tmp_path):

@@ -46,17 +46,22 @@ def tracks():
 
 
 def engine(checkpoint, **options):
+    """The tiny network in fp32 (the published arithmetic) unless told."""
+    options.setdefault("precision", "fp32")
     return DualTalkEngine(weights=checkpoint, config=DualTalkConfig.tiny(), **options)
 
 
-def test_shapes_frames_and_determinism(checkpoint, tracks):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_shapes_frames_and_determinism(checkpoint, tracks, precision):
     a, b = tracks
     n_frames = math.ceil(len(a) / 640)
-    first = engine(checkpoint).animate(a, b, n_frames=n_frames)
-    second = engine(checkpoint).animate(a, b, n_frames=n_frames)
+    first = engine(checkpoint, precision=precision).animate(a, b, n_frames=n_frames)
+    second = engine(checkpoint, precision=precision).animate(a, b, n_frames=n_frames)
+    label = "dualtalk" if precision == "fp32" else f"dualtalk-{precision}"
     for motion, again in zip(first, second):
         assert motion.n_frames == n_frames
-        assert motion.engine == "dualtalk+procedural-eyes"
+        assert motion.engine == f"{label}+procedural-eyes"
+        assert motion.exp.dtype == np.float32
         assert np.isfinite(motion.exp).all() and np.abs(motion.exp).sum() > 0
         assert motion.to_network().tobytes() == again.to_network().tobytes()
         assert motion.eyelids.max() > 0.5 or motion.seconds < 4  # blinks are layered
@@ -156,7 +161,9 @@ def test_cli_runs_the_network_and_picks_it_automatically(
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[0].startswith("engine dualtalk;")
     motion = load_motion(out / "a.npz")
-    assert motion.engine == "dualtalk+procedural-eyes"
+    # The device's default precision, named in the file.
+    default = DualTalkEngine(weights=checkpoint, config=DualTalkConfig.tiny())
+    assert motion.engine == f"{default.label}+procedural-eyes"
     assert motion.n_frames == math.ceil(4.0 * 16000 / 640)
     assert np.abs(motion.exp).sum() > 0
 
@@ -195,6 +202,7 @@ def test_cli_partner_motion_mode(checkpoint, dialogue, tmp_path):
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     out = tmp_path / "out"
     args = ("animate", *dialogue, "-o", out, "--weights", checkpoint)
+    args += ("--precision", "fp32")
     result = run_cli(*args, "--partner-motion", tmp_path / "b_known.npz", env=env)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.npz"]
@@ -218,6 +226,7 @@ def test_batch_with_the_network_in_two_processes(checkpoint, tmp_path):
         write_pair(folder, f"c{index}", seed=index)
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     common = ("--weights", checkpoint, "--no-video", "--no-obj", "--engine", "dualtalk")
+    common += ("--precision", "fp32")
     one, two = tmp_path / "one", tmp_path / "two"
     first = run_cli("batch", folder, "-o", one, *common, env=env)
     assert first.returncode == 0, first.stderr
@@ -251,6 +260,7 @@ def test_batch_given_partner_is_the_papers_protocol(checkpoint, tmp_path):
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     out = tmp_path / "out"
     args = ("batch", data, "-o", out, "--given-partner", "--weights", checkpoint)
+    args += ("--precision", "fp32")
     result = run_cli(*args, "--json", env=env)
     assert result.returncode == 3, result.stderr  # one recording has no partner
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -274,3 +284,77 @@ def test_batch_given_partner_is_the_papers_protocol(checkpoint, tmp_path):
 
     procedural = run_cli(*args, "--engine", "procedural", env=env)
     assert_one_line_error(procedural, "--given-partner needs the DualTalk network")
+
+
+def test_reduced_precision_stays_close_to_fp32(checkpoint, tracks):
+    """bf16 runs the same network in other arithmetic: float32 out, near fp32."""
+    a, b = tracks
+    exact = engine(checkpoint).predict_pair(a, b)
+    reduced = engine(checkpoint, precision="bf16").predict_pair(a, b)
+    for full, low in zip(exact, reduced):
+        assert low.dtype == np.float32 and low.shape == full.shape
+        assert not np.array_equal(low, full)  # autocast did take effect
+        scale = np.abs(full).mean()
+        assert np.abs(low - full).mean() < 0.05 * scale, np.abs(low - full).mean()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_each_precision_runs_on_cuda(checkpoint, tracks, precision):
+    a, b = tracks
+    cpu = engine(checkpoint).predict_pair(a, b)
+    cuda = engine(checkpoint, device="cuda", precision=precision).predict_pair(a, b)
+    for on_cpu, on_cuda in zip(cpu, cuda):
+        assert on_cuda.dtype == np.float32
+        assert np.abs(on_cuda - on_cpu).mean() < 0.05 * np.abs(on_cpu).mean()
+
+
+def test_cli_precision_fp32_is_the_engine_and_bf16_differs(
+    checkpoint, dialogue, tmp_path
+):
+    from dualtalk_cli.audio import load_conversation
+    from dualtalk_cli.motion import load_motion
+
+    env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
+    common = ("--weights", checkpoint, "-f", "npz", "--engine", "dualtalk")
+    files = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        result = run_cli(
+            "animate", *dialogue, "-o", out, *common, "--precision", precision, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        files[precision] = load_motion(out / "a.npz")
+    a, b = load_conversation(*dialogue)
+    n_frames = files["fp32"].n_frames
+    expected = engine(checkpoint).animate(a, b, n_frames=n_frames)[0]
+    assert files["fp32"].to_network().tobytes() == expected.to_network().tobytes()
+    assert files["bf16"].engine == "dualtalk-bf16+procedural-eyes"
+    assert not np.array_equal(files["bf16"].exp, files["fp32"].exp)
+
+
+@pytest.mark.parametrize(
+    "flags, needles",
+    [
+        (("--precision", "fp16", "--device", "cpu"), ("fp16 needs a CUDA device",)),
+        (("--precision", "fp8"), ("--precision must be one of fp32, bf16, fp16",)),
+        (("--precision", "bf16", "--engine", "procedural"), ("precision",)),
+        (("--device", "gpu"), ("--device must be cpu, cuda or cuda:N, not 'gpu'",)),
+        pytest.param(
+            ("--device", "cuda"),
+            ("--device cuda: no CUDA device is available here",),
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA"),
+        ),
+    ],
+)
+def test_cli_refuses_a_precision_it_cannot_compute(
+    checkpoint, dialogue, tmp_path, flags, needles
+):
+    env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
+    out = tmp_path / "out"
+    result = run_cli(
+        "animate", *dialogue, "-o", out, "--weights", checkpoint, "-f", "npz", *flags,
+        env=env,
+    )  # fmt: skip
+    assert_one_line_error(result, *needles)
+    assert not out.exists() or not list(out.iterdir())

@@ -120,7 +120,13 @@ def check_batch(out_dir: Path, options: BatchOptions) -> str:
         options.output.check_used(options.formats)
     if any(options.compute.shapes):
         refuse_unused("batch", ["identities (give them per clip in a manifest)"])
-    engine_name = ENGINES.resolve(engine.name, **engine.settings())
+    settings = engine.settings()
+    if options.cluster is not None:
+        # The devices and precisions a worker can use are the worker's: it
+        # checks them (a driver without a GPU may send work to GPU nodes).
+        settings.pop("device", None)
+        settings.pop("precision", None)
+    engine_name = ENGINES.resolve(engine.name, **settings)
     if options.cluster is not None:
         from dualtalk_cli.batch.cluster import import_ray
 
