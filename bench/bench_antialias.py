@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-CHOICES = ("msaa4", "msaa2", "ssaa2", "none")
 
 
 def example_motion(frames: int):
@@ -93,6 +92,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="pixels per head")
     parser.add_argument("--keep", type=Path, help="save zoomed crops here")
     args = parser.parse_args()
+    from dualtalk_cli.options import ANTIALIAS
     from dualtalk_cli.render import check_renderer
 
     print(f"renderer: {check_renderer()}; {os.cpu_count()} CPU cores")
@@ -104,7 +104,7 @@ def main() -> None:
     edges = [np.abs(n - r).max(axis=-1) > 8 for n, r in zip(none, reference)]
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for antialias in CHOICES:
+        for antialias in ANTIALIAS:
             alone, encoded = speed(head, vertices, args.size, antialias, Path(tmp))
             frames = frames_of(head, vertices, args.size, antialias, picks)
             errors = [np.abs(f - r).mean(axis=-1) for f, r in zip(frames, reference)]

@@ -8,11 +8,12 @@ Without --weights, a checkpoint of the released layout and size with random
 weights is written to a temporary folder first (deviations are then indicative
 only). For each precision it runs one whole ``dualtalk animate -f npz`` process
 (wall time, peak RSS) and, in this process, the engine's prediction alone (time,
-and peak GPU memory on CUDA). Each precision's NPZ is compared with fp32's:
-the network's 56 channels (mean and max absolute difference) and the built-in
-head's vertices (mean and max displacement in millimetres). ``--batching``
-also times one encoder on two tracks stacked in one forward against one at a
-time, the measurement that decides whether batching clips pays.
+and peak GPU memory on CUDA). Each precision's NPZ is compared with CPU fp32's
+(the published arithmetic; on CUDA one more process computes it): the network's
+56 channels (mean and max absolute difference) and the built-in head's vertices
+(mean and max displacement in millimetres). ``--batching`` also times one
+encoder on two tracks stacked in one forward against one at a time, the
+measurement that decides whether batching clips pays.
 Target on 2 cores: the 60 s NPZ in under 45 s in bf16.
 """
 
@@ -70,6 +71,7 @@ def batched_encoding(weights: Path, a, b, device: str, precision: str):
     forward (what batching clips would do), and the largest difference."""
     import torch
 
+    from dualtalk_cli.engines.devices import computing_in
     from dualtalk_cli.engines.dualtalk import DualTalkEngine
     from dualtalk_cli.engines.dualtalk_model import normalise_audio
 
@@ -77,8 +79,7 @@ def batched_encoding(weights: Path, a, b, device: str, precision: str):
     encoder = engine.model.joint_encoder.audio_encoder1
     tracks = [normalise_audio(x)[None].to(device) for x in (a, b)]
     n_frames = -(-len(a) // 640)
-    kind = torch.device(device).type
-    region = torch.autocast(kind, dtype=engine._dtype, enabled=precision != "fp32")
+    region = computing_in(precision, device)
     times = []
     with torch.inference_mode(), region:
         encoder(tracks[0][:, :32000], 50)  # warm-up
@@ -133,7 +134,7 @@ def main() -> None:
         ["fp32", "bf16", "fp16"] if cuda else ["fp32", "bf16"]
     )
     from dualtalk_cli.audio import load_conversation
-    from dualtalk_cli.engines.dualtalk import default_precision
+    from dualtalk_cli.engines.devices import default_precision
 
     print(
         f"machine: {os.cpu_count()} cores; device {args.device}, "
@@ -145,20 +146,30 @@ def main() -> None:
         path_a, path_b = make_conversation(args.seconds, folder)
         a, b = load_conversation(path_a, path_b)
         rows = {precision: {} for precision in precisions}
-        # Whole processes first: a child forked from this process once it holds
-        # a model would inherit its peak memory in the measurement.
-        for precision in precisions if not args.skip_whole else ():
-            row, out = rows[precision], folder / precision
+
+        def animate(device: str, precision: str, out: Path) -> tuple[float, float]:
             command = [
                 sys.executable, "-m", "dualtalk_cli", "animate",
                 str(path_a), str(path_b), "-o", str(out), "-f", "npz",
                 "--engine", "dualtalk", "--weights", str(weights),
-                "--device", args.device, "--precision", precision, "--quiet",
+                "--device", device, "--precision", precision, "--quiet",
             ]  # fmt: skip
-            row["animate s"], row["peak MB"] = timed_process(command)
-            if precision != "fp32" and "fp32" in rows:
-                name = f"{path_a.stem}.npz"
-                row.update(deviation(folder / "fp32" / name, out / name))
+            return timed_process(command)
+
+        # Deviations are measured from CPU fp32, the published arithmetic.
+        name = f"{path_a.stem}.npz"
+        reference = folder / "fp32" / name
+        if cuda and not args.skip_whole:
+            wall, _ = animate("cpu", "fp32", folder / "cpu-fp32")
+            reference = folder / "cpu-fp32" / name
+            print(f"reference: CPU fp32 animate {wall:.1f} s", flush=True)
+        # Whole processes first: a child forked from this process once it holds
+        # a model would inherit its peak memory in the measurement.
+        for precision in precisions if not args.skip_whole else ():
+            row, out = rows[precision], folder / precision
+            row["animate s"], row["peak MB"] = animate(args.device, precision, out)
+            if reference.exists() and out / name != reference:
+                row.update(deviation(reference, out / name))
             print(precision, {k: round(v, 4) for k, v in row.items()}, flush=True)
         for precision in precisions:
             row = rows[precision]
@@ -194,7 +205,7 @@ def main() -> None:
             parts.append(f"peak RSS {row['peak MB']:.0f} MB")
         if "mean |d|" in row:
             parts.append(
-                f"| vs fp32: mean {row['mean |d|']:.4f}, max {row['max |d|']:.4f} "
+                f"| vs CPU fp32: mean {row['mean |d|']:.4f}, max {row['max |d|']:.4f} "
                 f"(values up to {row['max |ref|']:.2f}); vertices mean "
                 f"{row['mean mm']:.3f} mm, max {row['max mm']:.2f} mm"
             )

@@ -66,8 +66,13 @@ def describe_setup(
     requested: EngineOptions, engine: Engine | str, head: Head | None
 ) -> str:
     """ "engine X (why auto passed over Y); head Z": what a run will use."""
-    name = engine if isinstance(engine, str) else engine.name
-    return f"engine {name}{_passed_over(requested, name)}; head {_describe(head)}"
+    if isinstance(engine, str):  # not loaded here: say what was asked
+        name = shown = engine
+        if requested.precision is not None:
+            shown = f"{name} ({requested.precision})"
+    else:
+        name, shown = engine.name, engine.summary
+    return f"engine {shown}{_passed_over(requested, name)}; head {_describe(head)}"
 
 
 def _passed_over(requested: EngineOptions, name: str) -> str:
@@ -186,7 +191,9 @@ def animate_with_partner(
         partner = load_motion(partner_motion)
         if engine is None:
             engine = load_engine(compute.engine)
-            _say(notify, f"engine {engine.name}, partner motion from {partner_motion}")
+            _say(
+                notify, f"engine {engine.summary}, partner motion from {partner_motion}"
+            )
         motion = engine.animate_with_partner(
             track_a, track_b, partner, seed=compute.seed
         )

@@ -16,6 +16,7 @@ import typer
 
 from dualtalk_cli.errors import DualtalkError, OptionError, describe, one_line
 from dualtalk_cli.options import (
+    DEFAULT_ANTIALIAS,
     ComputeOptions,
     EngineOptions,
     HeadOptions,
@@ -160,7 +161,7 @@ AntialiasOpt = Annotated[
     typer.Option(
         "--antialias",
         help="Video edges: msaa4 (4 samples a pixel), msaa2, ssaa2 (drawn at twice "
-        "the size, averaged) or none [default: msaa4].",
+        f"the size, averaged) or none [default: {DEFAULT_ANTIALIAS}].",
         show_default=False,
     ),
 ]

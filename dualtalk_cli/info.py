@@ -46,7 +46,7 @@ def _network_devices() -> str:
         return "none (torch is not installed)"
     import torch
 
-    from dualtalk_cli.engines.dualtalk import default_precision
+    from dualtalk_cli.engines.devices import default_precision
 
     devices = [("cpu", "cpu")]
     if torch.cuda.is_available():

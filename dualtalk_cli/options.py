@@ -52,7 +52,7 @@ class EngineOptions:
     device: str | None = None  # DualTalk: cpu, cuda, cuda:1 ...
     passes: int | None = None  # DualTalk: alternating passes
     # DualTalk: one of PRECISIONS (the engine checks it against its device);
-    # None: the device's default.
+    # None: the device's default (fp32 for batch --given-partner).
     precision: str | None = None
 
     def settings(self) -> dict[str, object]:
@@ -245,6 +245,8 @@ def unused_with_partner(compute: ComputeOptions, output: OutputOptions) -> list[
         unused.append("--head/--flame/--flame-eyelids (no meshes or video)")
     if output.size is not None:
         unused.append("--size (no video)")
+    if output.antialias is not None:
+        unused.append("--antialias (no video)")
     if output.formats not in (None, ("npz",)):
         unused.append("--format/--no-obj/--no-video (only NPZ is written)")
     return unused

@@ -408,6 +408,13 @@ class Renderer:
         samples = min(samples, int(GL.glGetIntegerv(GL.GL_MAX_SAMPLES)))
         # Drawn at ``scale`` times the size when supersampling.
         width, height = self.width * self._scale, self.size * self._scale
+        limit = int(GL.glGetIntegerv(GL.GL_MAX_RENDERBUFFER_SIZE))
+        if max(width, height) > limit:
+            advice = " or --antialias other than ssaa2" if self._scale > 1 else ""
+            raise RendererUnavailable(
+                f"cannot draw a {width}x{height} frame (this OpenGL allows {limit} "
+                f"pixels a side): use a smaller --size{advice}"
+            )
         self._draw_fb = _Framebuffer(width, height, samples)
         # Multisampled or supersampled pixels cannot be read directly: they are
         # resolved (averaged) into a plain framebuffer of the video's size first.

@@ -325,3 +325,29 @@ def test_given_partner_needs_the_ground_truth_beside_the_audio(tmp_path):
         folder / "x_speaker1.npz",
         folder / "x_speaker2.npz",
     )
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        # Ray: a device or precision is the worker's to check, but a setting
+        # the engine does not take, or an unknown precision, stops the driver.
+        (
+            ("--ray", "127.0.0.1:9", "--engine", "procedural", "--precision", "bf16"),
+            "engine 'procedural' cannot be used: takes no option 'precision'",
+        ),
+        (("--ray", "127.0.0.1:9", "--precision", "fp8"), "--precision must be one of"),
+        (("-f", "npz", "--antialias", "none"), "--antialias (no video is written)"),
+        (("--given-partner", "--antialias", "ssaa2"), "--antialias (no video)"),
+    ],
+)
+def test_batch_refuses_settings_it_cannot_honour_before_any_clip(
+    tmp_path, flags, needle
+):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_pair(folder, "c0")
+    env = {**os.environ, "DUALTALK_WEIGHTS": ""}
+    result = run_cli("batch", folder, "-o", tmp_path / "out", *flags, env=env)
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "out" / "c0").exists()

@@ -46,8 +46,9 @@ def tracks():
 
 
 def engine(checkpoint, **options):
-    """The tiny network in fp32 (the published arithmetic) unless told."""
+    """The tiny network on the CPU in fp32 (the published arithmetic) unless told."""
     options.setdefault("precision", "fp32")
+    options.setdefault("device", "cpu")
     return DualTalkEngine(weights=checkpoint, config=DualTalkConfig.tiny(), **options)
 
 
@@ -159,10 +160,11 @@ def test_cli_runs_the_network_and_picks_it_automatically(
     out = tmp_path / "out"
     result = run_cli("animate", *dialogue, "-o", out, "--no-video", "--no-obj", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines()[0].startswith("engine dualtalk;")
-    motion = load_motion(out / "a.npz")
-    # The device's default precision, named in the file.
+    # The device's default precision, named in the first line and the file.
     default = DualTalkEngine(weights=checkpoint, config=DualTalkConfig.tiny())
+    first = f"engine dualtalk ({default.precision} on {default.device});"
+    assert result.stderr.splitlines()[0].startswith(first)
+    motion = load_motion(out / "a.npz")
     assert motion.engine == f"{default.label}+procedural-eyes"
     assert motion.n_frames == math.ceil(4.0 * 16000 / 640)
     assert np.abs(motion.exp).sum() > 0
@@ -202,7 +204,7 @@ def test_cli_partner_motion_mode(checkpoint, dialogue, tmp_path):
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     out = tmp_path / "out"
     args = ("animate", *dialogue, "-o", out, "--weights", checkpoint)
-    args += ("--precision", "fp32")
+    args += ("--precision", "fp32", "--device", "cpu")
     result = run_cli(*args, "--partner-motion", tmp_path / "b_known.npz", env=env)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.npz"]
@@ -226,11 +228,11 @@ def test_batch_with_the_network_in_two_processes(checkpoint, tmp_path):
         write_pair(folder, f"c{index}", seed=index)
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     common = ("--weights", checkpoint, "--no-video", "--no-obj", "--engine", "dualtalk")
-    common += ("--precision", "fp32")
+    common += ("--precision", "fp32", "--device", "cpu")
     one, two = tmp_path / "one", tmp_path / "two"
     first = run_cli("batch", folder, "-o", one, *common, env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stderr.startswith("engine dualtalk;")
+    assert first.stderr.startswith("engine dualtalk (fp32 on cpu);")
     second = run_cli("batch", folder, "-o", two, *common, "-j", "2", env=env)
     assert second.returncode == 0, second.stderr
     for name in ("c0/c0_speaker1.npz", "c1/c1_speaker2.npz"):
@@ -260,9 +262,10 @@ def test_batch_given_partner_is_the_papers_protocol(checkpoint, tmp_path):
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     out = tmp_path / "out"
     args = ("batch", data, "-o", out, "--given-partner", "--weights", checkpoint)
-    args += ("--precision", "fp32")
+    args += ("--device", "cpu")
     result = run_cli(*args, "--json", env=env)
     assert result.returncode == 3, result.stderr  # one recording has no partner
+    assert result.stderr.startswith("engine dualtalk (fp32 on cpu);"), result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     done = {e["clip"] for e in events if e["event"] == "done"}
     failed = {e["clip"]: e["message"] for e in events if e["event"] == "failed"}
@@ -275,15 +278,39 @@ def test_batch_given_partner_is_the_papers_protocol(checkpoint, tmp_path):
     a, b = load_conversation(data / "q_speaker2.wav", data / "q_speaker1.wav")
     partner = load_motion(data / "q_speaker1.npz")
     expected = engine(checkpoint).predict_with_partner(a, b, partner)
-    np.testing.assert_allclose(
-        load_motion(out / "q" / "q_speaker2.npz").to_network(), expected, atol=1e-5
-    )
+    predicted = load_motion(out / "q" / "q_speaker2.npz")
+    np.testing.assert_allclose(predicted.to_network(), expected, atol=1e-5)
+    # The paper's protocol uses the published arithmetic unless told otherwise.
+    assert predicted.engine == "dualtalk+procedural-eyes"
     scores = run_cli("evaluate", out, data, "--format", "json")
     assert scores.returncode == 0, scores.stderr
     assert json.loads(scores.stdout)["n_files"] == 4
 
     procedural = run_cli(*args, "--engine", "procedural", env=env)
     assert_one_line_error(procedural, "--given-partner needs the DualTalk network")
+
+
+def test_fp32_is_the_plain_model_to_the_byte(checkpoint, tracks):
+    """fp32 runs the model's own calls, with no autocast: the same bytes."""
+    a, b = tracks
+    the_engine = engine(checkpoint, passes=2)
+    model, window = the_engine.model, the_engine.window
+    with torch.inference_mode():
+        na, nb = normalise_audio(a)[None], normalise_audio(b)[None]
+        a_target, b_partner = model.encode_audio(na, nb, window)
+        b_target, a_partner = model.encode_audio(nb, na, window)
+        motion_b = torch.zeros(1, a_target.shape[1], 56)
+        for _ in range(2):
+            motion_a = model(a_target, b_partner, motion_b)
+            motion_b = model(b_target, a_partner, motion_a)
+        partner = torch.as_tensor(np.asarray(motion_b[0]) * 0.5)[None]
+        given = model.predict(na, nb, partner, window)
+    pair = the_engine.predict_pair(a, b)
+    assert pair[0].tobytes() == motion_a[0].numpy().tobytes()
+    assert pair[1].tobytes() == motion_b[0].numpy().tobytes()
+    known = Motion.from_network(partner[0].numpy())
+    alone = the_engine.predict_with_partner(a, b, known)
+    assert alone.tobytes() == given[0].numpy().tobytes()
 
 
 def test_reduced_precision_stays_close_to_fp32(checkpoint, tracks):
@@ -301,6 +328,10 @@ def test_reduced_precision_stays_close_to_fp32(checkpoint, tracks):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 needs CUDA")
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_each_precision_runs_on_cuda(checkpoint, tracks, precision):
+    from dualtalk_cli.engines.devices import native_bf16
+
+    if precision == "bf16" and not native_bf16("cuda"):
+        pytest.skip("this GPU has no bf16")
     a, b = tracks
     cpu = engine(checkpoint).predict_pair(a, b)
     cuda = engine(checkpoint, device="cuda", precision=precision).predict_pair(a, b)
@@ -317,6 +348,7 @@ def test_cli_precision_fp32_is_the_engine_and_bf16_differs(
 
     env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
     common = ("--weights", checkpoint, "-f", "npz", "--engine", "dualtalk")
+    common += ("--device", "cpu")
     files = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
@@ -338,7 +370,10 @@ def test_cli_precision_fp32_is_the_engine_and_bf16_differs(
     [
         (("--precision", "fp16", "--device", "cpu"), ("fp16 needs a CUDA device",)),
         (("--precision", "fp8"), ("--precision must be one of fp32, bf16, fp16",)),
-        (("--precision", "bf16", "--engine", "procedural"), ("precision",)),
+        (
+            ("--precision", "bf16", "--engine", "procedural"),
+            ("engine 'procedural' cannot be used: takes no option", "'precision'"),
+        ),
         (("--device", "gpu"), ("--device must be cpu, cuda or cuda:N, not 'gpu'",)),
         pytest.param(
             ("--device", "cuda"),

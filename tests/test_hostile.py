@@ -89,7 +89,7 @@ def test_two_runs_on_one_folder_never_corrupt_or_mix(
 
     flags = SMALL_VIDEO if video else ("--no-obj", "--no-video")
     outcomes = []
-    for pair in range(10):
+    for pair in range(20):
         out = tmp_path / f"pair{pair}"
         processes = {
             seed: subprocess.Popen(

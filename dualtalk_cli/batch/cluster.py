@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from dualtalk_cli.batch.report import ClipEvent
-from dualtalk_cli.batch.work import BatchOptions, ClipWorker, clip_plan
+from dualtalk_cli.batch.work import (
+    BatchOptions,
+    ClipWorker,
+    clip_plan,
+    worker_engine,
+)
 from dualtalk_cli.errors import DualtalkError, OptionError, describe
 from dualtalk_cli.outputs import locked_folder
 
@@ -283,12 +288,14 @@ def _run_on_ray(
             if cluster.collect
             else f"written by the workers into {out_dir} (storage every node sees)"
         )
+        precision = worker_engine(options).precision  # None: each worker's default
+        shown = f"{engine_name} ({precision})" if precision else engine_name
         if notify:
             workers, machines = sum(nodes.values()), len(nodes)
             notify(
                 f"Ray cluster {cluster.address}: {workers} worker"
                 f"{'s' * (workers != 1)} on {machines} node{'s' * (machines != 1)}, "
-                f"{cpus:g} CPUs and {gpus:g} GPUs each, engine {engine_name}; "
+                f"{cpus:g} CPUs and {gpus:g} GPUs each, engine {shown}; "
                 f"outputs {where}"
             )
         worker_options = replace(

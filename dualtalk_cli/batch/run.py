@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from dualtalk_cli.animation import check_follows_partner, describe_setup
 from dualtalk_cli.batch.clips import Clip
 from dualtalk_cli.batch.report import BatchSummary, ClipEvent
 from dualtalk_cli.batch.runners import Task, run_here, run_in_processes
-from dualtalk_cli.batch.work import BatchOptions, clip_plan
+from dualtalk_cli.batch.work import BatchOptions, clip_plan, worker_engine
 from dualtalk_cli.engines import ENGINES
+from dualtalk_cli.errors import EngineUnavailable, OptionError
 from dualtalk_cli.heads import load_head
-from dualtalk_cli.options import needs_head, refuse_unused, unused_with_partner
+from dualtalk_cli.options import (
+    PRECISIONS,
+    needs_head,
+    refuse_unused,
+    unused_with_partner,
+)
 from dualtalk_cli.outputs import locked_folder, prepare_folder
 from dualtalk_cli.writers import Progress
 
@@ -96,7 +103,7 @@ def _run_tasks(
         # Fail in this process, once, when the head cannot be used at all.
         wanted = needs_head(options.formats)
         head = load_head(options.output.head) if wanted else None
-        setup = describe_setup(options.compute.engine, engine_name, head)
+        setup = describe_setup(worker_engine(options), engine_name, head)
         if notify:
             notify(f"{setup}; {min(options.jobs, len(tasks))} processes")
         run_in_processes(tasks, out_dir, options, report)
@@ -112,21 +119,34 @@ def _is_complete(clip: Clip, out_dir: Path, options: BatchOptions) -> bool:
 def check_batch(out_dir: Path, options: BatchOptions) -> str:
     """The checks that stop a batch before any clip; returns the engine's name."""
     engine = options.compute.engine
+    checked = engine
+    if options.cluster is not None:
+        # The devices and precisions a worker can use are the worker's to check
+        # (a driver without a GPU may hand work to GPU nodes); here only that
+        # they are known settings of the engine.
+        checked = replace(engine, device=None, precision=None)
+        if engine.precision is not None and engine.precision not in PRECISIONS:
+            known = ", ".join(PRECISIONS)
+            raise OptionError(
+                f"--precision must be one of {known}, not {engine.precision!r}"
+            )
     if options.given_partner:
         mode = "--given-partner"
         refuse_unused(mode, unused_with_partner(options.compute, options.output))
-        check_follows_partner(engine, mode)
+        check_follows_partner(checked, mode)
     else:
         options.output.check_used(options.formats)
     if any(options.compute.shapes):
         refuse_unused("batch", ["identities (give them per clip in a manifest)"])
-    settings = engine.settings()
-    if options.cluster is not None:
-        # The devices and precisions a worker can use are the worker's: it
-        # checks them (a driver without a GPU may send work to GPU nodes).
-        settings.pop("device", None)
-        settings.pop("precision", None)
-    engine_name = ENGINES.resolve(engine.name, **settings)
+    engine_name = ENGINES.resolve(checked.name, **checked.settings())
+    refused = ENGINES.refused_settings(engine_name, engine.settings())
+    if refused:
+        names = ", ".join(map(repr, refused))
+        skipped = ENGINES.passed_over(engine_name, **checked.settings())
+        why = "".join(f" ({other} not used: {reason})" for other, reason in skipped)
+        raise EngineUnavailable(
+            f"engine '{engine_name}' cannot be used: takes no option {names}{why}"
+        )
     if options.cluster is not None:
         from dualtalk_cli.batch.cluster import import_ray
 

@@ -6,11 +6,21 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dualtalk_cli.animation import Animator, animate, animate_with_partner
+from dualtalk_cli.animation import (
+    Animator,
+    animate,
+    animate_with_partner,
+    check_follows_partner,
+)
 from dualtalk_cli.batch.clips import Clip
 from dualtalk_cli.batch.report import ClipEvent
 from dualtalk_cli.errors import DualtalkError, OptionError, describe
-from dualtalk_cli.options import ComputeOptions, OutputOptions, needs_head
+from dualtalk_cli.options import (
+    ComputeOptions,
+    EngineOptions,
+    OutputOptions,
+    needs_head,
+)
 from dualtalk_cli.outputs import OutputPlan, locked_folder
 from dualtalk_cli.writers import Progress
 
@@ -51,6 +61,15 @@ class BatchOptions:
         return ("npz",) if self.given_partner else self.output.chosen_formats()
 
 
+def worker_engine(options: BatchOptions) -> EngineOptions:
+    """The engine each clip's worker loads. The paper's protocol scores against
+    published numbers: the published arithmetic (fp32), unless asked otherwise."""
+    engine = options.compute.engine
+    if options.given_partner and engine.precision is None:
+        engine = replace(engine, precision="fp32")
+    return engine
+
+
 def clip_plan(clip: Clip, out_dir: Path, options: BatchOptions) -> OutputPlan:
     """Every output of ``clip``, in ``out_dir/<clip>/`` as ``animate`` names them."""
     audio = (clip.audio_a, clip.audio_b)
@@ -88,7 +107,9 @@ class ClipWorker:
         self.out_dir = Path(out_dir)
         self.options = options
         head = options.output.head if needs_head(options.formats) else None
-        self.animator = Animator.load(options.compute.engine, head)
+        if options.given_partner:  # before a setting of the network is added
+            check_follows_partner(options.compute.engine, "--given-partner")
+        self.animator = Animator.load(worker_engine(options), head)
 
     def run(
         self, clip: Clip, index: int, total: int, progress: Progress | None = None

@@ -25,6 +25,11 @@ class Engine(ABC):
     # tracks and the partner's known motion (the published DualTalk protocol).
     follows_partner: ClassVar[bool] = False
 
+    @property
+    def summary(self) -> str:
+        """The engine as a run's first line names it, with settings worth saying."""
+        return self.name
+
     @abstractmethod
     def animate(
         self,

@@ -9,16 +9,14 @@ audio is encoded in overlapping windows with a linear cross-fade (the model's
 gaze or eyelids: those come from the procedural engine, which the NPZ's
 ``engine`` field says.
 
-Precision: the two wav2vec 2.0 encoders run under autocast in bf16 or fp16 when
-asked (or by default where the device computes bf16 natively); their layer norms
-and softmax, and the motion network after them, stay float32. ``fp32`` is the
-published model as is.
+Precision (``devices``): the two wav2vec 2.0 encoders, where the time goes, run
+under autocast in bf16 or fp16 when asked, or by default where the device has
+bf16 in hardware; the motion network after them always runs in float32.
+``fp32`` is the published model as is.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import pickle
 import zipfile
@@ -31,9 +29,15 @@ import numpy as np
 
 from dualtalk_cli.audio import FPS, n_frames_for
 from dualtalk_cli.engines.base import Engine
+from dualtalk_cli.engines.devices import (
+    computing_in,
+    default_device,
+    default_precision,
+    device_problem,
+    precision_problem,
+)
 from dualtalk_cli.errors import EngineUnavailable, first_line
 from dualtalk_cli.motion import ARKIT_INDEX, N_NETWORK, Motion
-from dualtalk_cli.options import PRECISIONS
 from dualtalk_cli.weights import CHECKPOINT, REPO_WEIGHTS, WEIGHTS_ENV
 
 TEST_NETWORK_ENV = "DUALTALK_TEST_NETWORK"  # "tiny": the tests' small network
@@ -83,69 +87,9 @@ def unavailable_reason(
         return NOT_FOUND
     if device is not None and (problem := device_problem(device)):
         return problem
-    return precision_problem(precision, device) if precision else None
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def device_problem(device: str) -> str | None:
-    """Why ``device`` cannot run the network here, or None."""
-    import torch
-
-    try:
-        kind = torch.device(device)
-    except (RuntimeError, ValueError):
-        return f"--device must be cpu, cuda or cuda:N, not {device!r}"
-    if kind.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "" if torch.version.cuda else " (this PyTorch is a CPU-only build)"
-            return f"--device {device}: no CUDA device is available here{build}"
-        count = torch.cuda.device_count()
-        if kind.index is not None and kind.index >= count:
-            return f"--device {device}: this machine has {count} CUDA device(s)"
-    return None
-
-
-@functools.cache
-def native_bf16(device: str) -> bool:
-    """Whether ``device`` computes bf16 matrix products in hardware: CPUs with
-    AVX512-BF16 or AMX (oneDNN's check), CUDA GPUs of compute capability 8+."""
-    import torch
-
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    return kind == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def default_precision(device: str) -> str:
-    """bf16 where the device computes it natively (about 1.8x faster than fp32
-    on such CPUs, and about a millimetre off: see README), else fp32."""
-    return "bf16" if native_bf16(device) else "fp32"
-
-
-def precision_problem(precision: str, device: str | None = None) -> str | None:
-    """Why ``precision`` cannot run on ``device`` (None: the default device)."""
-    import torch
-
-    if precision not in PRECISIONS:
-        return f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
-    device = device or default_device()
-    kind = torch.device(device).type
-    if precision == "fp16" and kind != "cuda":
-        return (
-            f"--precision fp16 needs a CUDA device, not {device} "
-            "(use bf16 or fp32 on a CPU)"
-        )
-    if precision == "bf16" and kind not in ("cpu", "cuda"):
-        return f"--precision bf16 runs on cpu or cuda devices, not {device}"
-    if precision == "bf16" and kind == "cuda" and not native_bf16(device):
-        return f"--precision bf16 is not supported by {device} (use fp16 or fp32)"
-    return None
+    if precision is None:
+        return None
+    return precision_problem(precision, device or default_device())
 
 
 def load_model(path: Path, device: str = "cpu", config: Any = None) -> Any:
@@ -215,10 +159,11 @@ class DualTalkEngine(Engine):
         if passes < 1:
             raise EngineUnavailable(f"--passes must be at least 1, not {passes}")
         self.device = device or default_device()
+        problem = device_problem(self.device)
+        if problem:
+            raise EngineUnavailable(problem)
         self.precision = precision or default_precision(self.device)
-        problem = device_problem(self.device) or precision_problem(
-            self.precision, self.device
-        )
+        problem = precision_problem(self.precision, self.device)
         if problem:
             raise EngineUnavailable(problem)
         self.passes = passes
@@ -232,11 +177,8 @@ class DualTalkEngine(Engine):
         self.model = load_model(path, self.device, config)
 
     @property
-    def _dtype(self) -> Any:
-        import torch
-
-        types = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        return types[self.precision]
+    def summary(self) -> str:
+        return f"{self.name} ({self.precision} on {self.device})"
 
     @property
     def label(self) -> str:
@@ -251,19 +193,11 @@ class DualTalkEngine(Engine):
 
     def _encode(self, *pairs: tuple[Any, Any]) -> list[tuple[Any, Any]]:
         """Each (target, partner) pair of audio tensors through both encoders,
-        as float32 features. Under autocast unless fp32: the encoders are where
-        the time goes (about 95 %); the motion network after them stays float32,
-        so its output is not rounded to the reduced precision. One autocast
-        region for all pairs: autocast casts each weight once and keeps the copy
-        until the region ends, instead of once a window. (Casting the weights
-        at load time measured no faster and held 1 GB more at its peak.)"""
-        import torch
-
-        region = contextlib.nullcontext()
-        if self.precision != "fp32":
-            kind = torch.device(self.device).type
-            region = torch.autocast(kind, dtype=self._dtype)
-        with region:
+        as float32 features, in the engine's precision: the encoders are where
+        the time goes (about 95 %). One autocast region for all pairs, so each
+        weight is cast once, not once a window. (Casting the weights at load
+        time measured no faster and held 1 GB more at its peak.)"""
+        with computing_in(self.precision, self.device):
             encoded = [
                 self.model.encode_audio(target, partner, self.window)
                 for target, partner in pairs
@@ -274,9 +208,13 @@ class DualTalkEngine(Engine):
         """(1, T, 56) network output as (T, 56) numpy; refuses an overflow."""
         vectors = motion[0].float().cpu().numpy()
         if not np.isfinite(vectors).all():
+            advice = (
+                "run again with --precision fp32"
+                if self.precision != "fp32"
+                else "the checkpoint or the audio is not usable"
+            )
             raise EngineUnavailable(
-                f"the network's output is not finite in {self.precision} "
-                "(an overflow); run again with --precision fp32"
+                f"the network's output is not finite in {self.precision}; {advice}"
             )
         return vectors
 
@@ -292,9 +230,12 @@ class DualTalkEngine(Engine):
             (a_target, b_partner), (b_target, a_partner) = self._encode((a, b), (b, a))
             n_frames = a_target.shape[1]
             motion_b = torch.zeros(1, n_frames, N_NETWORK, device=self.device)
-            for _ in range(self.passes):
-                motion_a = self.model(a_target, b_partner, motion_b)
-                motion_b = self.model(b_target, a_partner, motion_a)
+            # The motion network is cheap: always float32, so its output is
+            # never rounded to a reduced precision.
+            with computing_in("fp32", self.device):
+                for _ in range(self.passes):
+                    motion_a = self.model(a_target, b_partner, motion_b)
+                    motion_b = self.model(b_target, a_partner, motion_a)
         return self._float32(motion_a), self._float32(motion_b)
 
     def predict_with_partner(
@@ -306,7 +247,9 @@ class DualTalkEngine(Engine):
         with torch.inference_mode():
             motion = torch.as_tensor(partner.to_network(), device=self.device)[None]
             pair = (self._tensor(audio_a), self._tensor(audio_b))
-            predicted = self.model(*self._encode(pair)[0], motion)
+            encoded = self._encode(pair)[0]
+            with computing_in("fp32", self.device):
+                predicted = self.model(*encoded, motion)
         return self._float32(predicted)
 
     def animate(
