@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import dualtalk_cli.render as render  # a module, not the API's render()
-from dualtalk_cli.options import DEFAULT_ANTIALIAS
+from dualtalk_cli.options import ANTIALIAS, DEFAULT_ANTIALIAS
 from dualtalk_cli.video import VideoWriter
 
 
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--mesh", choices=("auto", "builtin", "sphere"), default="auto")
     parser.add_argument(
-        "--antialias", choices=tuple(render.ANTIALIAS), default=DEFAULT_ANTIALIAS
+        "--antialias", choices=tuple(ANTIALIAS), default=DEFAULT_ANTIALIAS
     )
     parser.add_argument("--keep", type=Path, help="keep the videos in this folder")
     args = parser.parse_args()

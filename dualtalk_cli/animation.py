@@ -67,15 +67,19 @@ def describe_setup(
 ) -> str:
     """ "engine X (why auto passed over Y); head Z": what a run will use."""
     if isinstance(engine, str):  # not loaded here: say what was asked
-        name = shown = engine
-        if requested.precision is not None:
-            shown = f"{name} ({requested.precision})"
+        name, shown = engine, engine_asked(requested, engine)
     else:
         name, shown = engine.name, engine.summary
-    return f"engine {shown}{_passed_over(requested, name)}; head {_describe(head)}"
+    return f"engine {shown}{passed_over(requested, name)}; head {_describe(head)}"
 
 
-def _passed_over(requested: EngineOptions, name: str) -> str:
+def engine_asked(requested: EngineOptions, name: str) -> str:
+    """An engine not loaded here, as a first line names it: with the precision
+    asked for (None: each worker's device decides)."""
+    return f"{name} ({requested.precision})" if requested.precision else name
+
+
+def passed_over(requested: EngineOptions, name: str) -> str:
     """ " (dualtalk not used: why)" for each engine "auto" skipped before ``name``."""
     if requested.name != "auto":
         return ""
@@ -213,7 +217,7 @@ def check_follows_partner(options: EngineOptions, mode: str) -> None:
         raise EngineUnavailable(
             f"{mode} needs the DualTalk network (an engine that follows a "
             f"partner's known motion); this run would use "
-            f"{name}{_passed_over(options, name)}"
+            f"{name}{passed_over(options, name)}"
         )
 
 

@@ -25,9 +25,10 @@ MESH_FORMATS = ("obj", "mp4", "glb")  # the formats that need a head
 SPLITS = ("auto", "channels", "diarize")  # how one recording becomes two speakers
 PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic; fp16 on CUDA only
 DEFAULT_SIZE = 512  # pixels per head in the video, square
-# How video edges are smoothed (render.ANTIALIAS says how each is drawn;
-# bench/bench_render.py measures them). Here, so options need no GL import.
-ANTIALIAS = ("msaa4", "msaa2", "ssaa2", "none")
+# How video edges are smoothed: name -> (MSAA samples per pixel, supersampling
+# factor per side). Supersampling draws the frame larger and averages each
+# block of pixels. bench/bench_antialias.py measures them.
+ANTIALIAS = {"msaa4": (4, 1), "msaa2": (2, 1), "ssaa2": (0, 2), "none": (0, 1)}
 DEFAULT_ANTIALIAS = "msaa4"
 MAX_SEED = 2**64 - 1  # seeds are 64-bit: a larger one would wrap silently
 
@@ -213,6 +214,13 @@ def choose_formats(
     if not chosen:
         raise OptionError("no output format is left to write")
     return chosen
+
+
+def precision_unknown(precision: str) -> str | None:
+    """Why ``precision`` is no precision of the network, or None."""
+    if precision in PRECISIONS:
+        return None
+    return f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
 
 
 def needs_head(formats: tuple[str, ...]) -> bool:

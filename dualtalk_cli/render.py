@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dualtalk_cli.errors import RendererUnavailable
-from dualtalk_cli.options import DEFAULT_ANTIALIAS
+from dualtalk_cli.options import ANTIALIAS, DEFAULT_ANTIALIAS
 
 EGL_PACKAGES = "libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri"
 
@@ -29,10 +29,6 @@ AMBIENT = (0.17, 0.17, 0.18)
 LIGHTS = (((-0.7, 0.6, 1.0), 1.0), ((0.9, 0.1, 0.7), 0.3), ((0.2, 0.5, -1.0), 0.5))
 FIELD_OF_VIEW = math.radians(18.0)  # narrow, like a portrait lens: little distortion
 MARGIN = 1.12  # the rest pose's bounding box fills 1/MARGIN of its tile
-# Anti-aliasing (options.ANTIALIAS): name -> (MSAA samples per pixel,
-# supersampling factor per side). Supersampling draws the frame larger and
-# averages each block of pixels (a linear blit of exactly 2:1 averages 2x2).
-ANTIALIAS = {"msaa4": (4, 1), "msaa2": (2, 1), "ssaa2": (0, 2), "none": (0, 1)}
 
 
 def _unavailable(reason: object) -> RendererUnavailable:

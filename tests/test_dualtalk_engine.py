@@ -393,3 +393,22 @@ def test_cli_refuses_a_precision_it_cannot_compute(
     )  # fmt: skip
     assert_one_line_error(result, *needles)
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_network_without_a_finite_output_is_one_line(checkpoint, dialogue, tmp_path):
+    """A broken checkpoint (NaN in the last layer) writes nothing."""
+    state = torch.load(checkpoint, weights_only=True)
+    key = "synthesis_module.blendshape_predictor.bias"
+    state[key] = torch.full_like(state[key], float("nan"))
+    broken = tmp_path / "broken.pth"
+    torch.save(state, broken)
+    env = {**os.environ, "DUALTALK_TEST_NETWORK": "tiny"}
+    out = tmp_path / "out"
+    result = run_cli(
+        "animate", *dialogue, "-o", out, "--weights", broken, "--precision", "fp32",
+        "--device", "cpu", env=env,
+    )  # fmt: skip
+    assert_one_line_error(
+        result, "not finite in fp32", "checkpoint or the audio", after_start=True
+    )
+    assert not out.exists() or not list(out.iterdir())

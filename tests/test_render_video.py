@@ -199,3 +199,15 @@ def test_antialias_without_video_or_unknown_is_refused(tmp_path, flags, needle):
     folder.mkdir()
     result = run_cli("animate", *write_dialogue(folder), "-o", tmp_path / "o", *flags)
     assert_one_line_error(result, needle)
+
+
+def test_a_frame_larger_than_opengl_allows_is_one_clear_error():
+    from dualtalk_cli.errors import RendererUnavailable
+    from dualtalk_cli.render import Renderer
+
+    faces, vertices = ball()
+    with pytest.raises(RendererUnavailable) as caught:
+        Renderer([faces], [vertices], size=40000, antialias="ssaa2")
+    message = str(caught.value)
+    assert "cannot draw a 80000x80000 frame" in message
+    assert "--antialias other than ssaa2" in message and "\n" not in message

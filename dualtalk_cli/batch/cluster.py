@@ -27,22 +27,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dualtalk_cli.animation import engine_asked
 from dualtalk_cli.batch.report import ClipEvent
 from dualtalk_cli.batch.work import (
+    THREAD_VARIABLES,
     BatchOptions,
     ClipWorker,
     clip_plan,
+    load_worker,
+    remove_leftovers,
     worker_engine,
 )
 from dualtalk_cli.errors import DualtalkError, OptionError, describe
-from dualtalk_cli.outputs import locked_folder
 
 MAX_ATTEMPTS = 3  # tries of one clip when its worker dies under it
 START_TIMEOUT_S = 600.0  # for a worker to be placed and load the engine
 CLEAN_UP_WAIT_S = 20.0  # for a killed worker to free a clip's folder
 INSTALL_HINT = 'Ray is not installed: pip install "dualtalk-cli[ray]"'
-# Threads each worker's libraries use: what Ray gives it, not the machine's.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS")
 
 Report = Callable[[ClipEvent], None]
 Notify = Callable[[str], None]
@@ -73,7 +74,6 @@ class ClusterWorker:
         import socket
 
         self.host = socket.gethostname()
-        self.collect = collect
         self.error: str | None = None
         self.worker: ClipWorker | None = None
         if marker is not None and not Path(marker).is_file():
@@ -93,9 +93,10 @@ class ClusterWorker:
                 from dualtalk_cli.render import check_renderer
 
                 check_renderer()
-            self.worker = ClipWorker(Path(self.scratch or out_dir), options)
         except DualtalkError as error:
             self.error = f"cannot load the engine or head: {error}"
+            return
+        self.worker, self.error = load_worker(Path(self.scratch or out_dir), options)
 
     def hello(self) -> dict[str, Any]:
         """Who this worker is, and why it cannot work (None: it can)."""
@@ -156,7 +157,16 @@ class _Pool:
                     **self.resources, scheduling_strategy=strategy
                 ).remote(*self.arguments)
                 slots.append(_Slot(actor, node))
-        return [slot for slot in slots if self._greet(slot)]
+        # All greeted at once: workers with no room cost one timeout, not one each.
+        hellos = [slot.actor.hello.remote() for slot in slots]
+        ready = set(
+            self.ray.wait(hellos, num_returns=len(hellos), timeout=START_TIMEOUT_S)[0]
+        )
+        return [
+            slot
+            for slot, hello in zip(slots, hellos)
+            if self._greet(slot, hello, hello in ready)
+        ]
 
     def replace(self, slot: _Slot) -> _Slot | None:
         """A new worker on the dead one's node, if that node still lives."""
@@ -173,11 +183,9 @@ class _Pool:
         except Exception:  # already gone
             pass
 
-    def _greet(self, slot: _Slot) -> bool:
-        """Whether the worker started and can animate; a node that cannot is
-        reported once. A worker the cluster has no room for in time is not."""
-        ready, _ = self.ray.wait([hello := slot.actor.hello.remote()],
-                                 timeout=START_TIMEOUT_S)  # fmt: skip
+    def _greet(self, slot: _Slot, hello: Any, ready: bool) -> bool:
+        """Whether the worker answered ``hello`` in time and can animate; a node
+        that cannot is reported once. A worker the cluster had no room for is not."""
         if not ready:
             self.kill(slot)
             if self.notify:
@@ -210,8 +218,6 @@ def run_on_ray(
     notify: Notify | None = None,
 ) -> None:
     """Every task on the Ray cluster ``options.cluster`` names."""
-    cluster = options.cluster
-    assert cluster is not None
     ray = import_ray()
     # Ray's driver prints the cluster's error reports (a worker died, memory
     # pressure) to stdout, which holds only JSON lines: they go to stderr with
@@ -288,8 +294,7 @@ def _run_on_ray(
             if cluster.collect
             else f"written by the workers into {out_dir} (storage every node sees)"
         )
-        precision = worker_engine(options).precision  # None: each worker's default
-        shown = f"{engine_name} ({precision})" if precision else engine_name
+        shown = engine_asked(worker_engine(options), engine_name)
         if notify:
             workers, machines = sum(nodes.values()), len(nodes)
             notify(
@@ -340,6 +345,7 @@ def _dispatch(
     notify: Notify | None,
 ) -> None:
     """Hand clips to idle workers until all are reported."""
+    collect = options.cluster is not None and options.cluster.collect
     pending = deque((task, 1) for task in tasks)
     idle = list(slots)
     running: dict[Any, tuple[_Slot, Any, int]] = {}
@@ -367,7 +373,7 @@ def _dispatch(
                     # The worker died (killed, out of memory): replace it, and
                     # try the clip again on a fresh one.
                     reason = f"its Ray worker on {slot.host} died ({_short(error)})"
-                    if not (options.cluster and options.cluster.collect):
+                    if not collect:
                         # Also waits for the dying worker to free the folder.
                         _clean_up(task.clip, out_dir, options)
                     if attempt < MAX_ATTEMPTS:
@@ -385,7 +391,7 @@ def _dispatch(
                     report(task.event("failed", message=_short(error)))
                     idle.append(slot)
                     continue
-                if options.cluster is not None and options.cluster.collect:
+                if collect:
                     event = _write_collected(event, files, task.clip, out_dir, options)
                 report(event)
                 idle.append(slot)
@@ -439,23 +445,11 @@ def _clean_up(clip: Any, out_dir: Path, options: BatchOptions) -> None:
     """
     import time
 
-    plan = clip_plan(clip, out_dir, options)
     deadline = time.monotonic() + CLEAN_UP_WAIT_S
-    while True:
-        try:
-            with locked_folder(plan.out_dir):
-                plan.remove_leftovers()
-            break
-        except DualtalkError:  # still locked by the dying worker
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.2)
-        except OSError:
-            return  # the folder is gone, or was never made
-    try:
-        plan.out_dir.rmdir()  # only when nothing else is in it
-    except OSError:
-        pass
+    while not remove_leftovers(clip, out_dir, options):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def _resolved(options: BatchOptions, engine_name: str) -> BatchOptions:
@@ -507,21 +501,14 @@ def _absolute(path: str | os.PathLike | None) -> Path | None:
 
 def _connect(ray: Any, address: str) -> None:
     """Join (or, for "local", start) the cluster, quietly; one line on failure."""
+    # (import_ray has already set up the token that 'ray start' clusters ask for.)
     settings: dict[str, Any] = {
+        "address": address,  # "local": always a new instance, here
         "log_to_driver": False,
         "logging_level": logging.ERROR,
-        "include_dashboard": False,
     }
-    settings["address"] = address  # "local": always a new instance, here
-    if address != "local":
-        del settings["include_dashboard"]  # the cluster's own setting
-        # 'ray start' clusters ask for the token it saved (Ray 2.59 and later);
-        # a client that sends one still reaches a cluster that asks for none.
-        token_file = Path.home() / ".ray" / "auth_token"
-        if any(
-            os.environ.get(v) for v in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-        ) or (token_file.is_file()):
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if address == "local":  # another cluster keeps its own setting
+        settings["include_dashboard"] = False
     try:
         ray.init(**settings)
     except (

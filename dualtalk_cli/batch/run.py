@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from dualtalk_cli.animation import check_follows_partner, describe_setup
+from dualtalk_cli.animation import check_follows_partner, describe_setup, passed_over
 from dualtalk_cli.batch.clips import Clip
 from dualtalk_cli.batch.report import BatchSummary, ClipEvent
 from dualtalk_cli.batch.runners import Task, run_here, run_in_processes
@@ -16,8 +16,8 @@ from dualtalk_cli.engines import ENGINES
 from dualtalk_cli.errors import EngineUnavailable, OptionError
 from dualtalk_cli.heads import load_head
 from dualtalk_cli.options import (
-    PRECISIONS,
     needs_head,
+    precision_unknown,
     refuse_unused,
     unused_with_partner,
 )
@@ -125,11 +125,10 @@ def check_batch(out_dir: Path, options: BatchOptions) -> str:
         # (a driver without a GPU may hand work to GPU nodes); here only that
         # they are known settings of the engine.
         checked = replace(engine, device=None, precision=None)
-        if engine.precision is not None and engine.precision not in PRECISIONS:
-            known = ", ".join(PRECISIONS)
-            raise OptionError(
-                f"--precision must be one of {known}, not {engine.precision!r}"
-            )
+        if engine.precision is not None and (
+            unknown := precision_unknown(engine.precision)
+        ):
+            raise OptionError(unknown)
     if options.given_partner:
         mode = "--given-partner"
         refuse_unused(mode, unused_with_partner(options.compute, options.output))
@@ -139,13 +138,15 @@ def check_batch(out_dir: Path, options: BatchOptions) -> str:
     if any(options.compute.shapes):
         refuse_unused("batch", ["identities (give them per clip in a manifest)"])
     engine_name = ENGINES.resolve(checked.name, **checked.settings())
-    refused = ENGINES.refused_settings(engine_name, engine.settings())
+    # With --ray, resolve did not see the device and precision: are they taken?
+    refused = options.cluster and ENGINES.refused_settings(
+        engine_name, engine.settings()
+    )
     if refused:
         names = ", ".join(map(repr, refused))
-        skipped = ENGINES.passed_over(engine_name, **checked.settings())
-        why = "".join(f" ({other} not used: {reason})" for other, reason in skipped)
         raise EngineUnavailable(
-            f"engine '{engine_name}' cannot be used: takes no option {names}{why}"
+            f"engine '{engine_name}' cannot be used: takes no option {names}"
+            f"{passed_over(checked, engine_name)}"
         )
     if options.cluster is not None:
         from dualtalk_cli.batch.cluster import import_ray

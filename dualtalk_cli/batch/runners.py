@@ -16,8 +16,12 @@ from typing import Any
 
 from dualtalk_cli.batch.clips import Clip
 from dualtalk_cli.batch.report import EXIT_INTERRUPTED, ClipEvent
-from dualtalk_cli.batch.work import BatchOptions, ClipWorker
-from dualtalk_cli.errors import DualtalkError
+from dualtalk_cli.batch.work import (
+    THREAD_VARIABLES,
+    BatchOptions,
+    ClipWorker,
+    load_worker,
+)
 from dualtalk_cli.writers import Progress
 
 Report = Callable[[ClipEvent], None]
@@ -117,10 +121,7 @@ class _WorkerProcess:
     def load(self, out_dir: Path, options: BatchOptions) -> None:
         # A clip's failure is reported by the parent, never raised here.
         options = replace(options, debug=False)
-        try:
-            self.worker = ClipWorker(out_dir, options)
-        except DualtalkError as error:
-            self.error = f"cannot load the engine or head: {error}"
+        self.worker, self.error = load_worker(out_dir, options)
 
     def stop(self, signum: int, frame: Any) -> None:
         """SIGTERM (from the parent, or because it died): a clip under way
@@ -167,7 +168,7 @@ def _start_worker(
         os._exit(EXIT_INTERRUPTED)
     # Share the cores instead of every process using all of them.
     threads = str(max(1, (os.cpu_count() or 1) // options.jobs))
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS"):
+    for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, threads)
     messages.put(("pid", os.getpid()))
     _process.load(out_dir, options)

@@ -24,6 +24,9 @@ from dualtalk_cli.options import (
 from dualtalk_cli.outputs import OutputPlan, locked_folder
 from dualtalk_cli.writers import Progress
 
+# Threads each worker's libraries use: its share, not the machine's.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS")
+
 
 @dataclass(frozen=True)
 class ClusterOptions:
@@ -154,13 +157,7 @@ class ClipWorker:
     def clean_up(self, clip: Clip) -> None:
         """Remove what an interrupted ``run`` of ``clip`` may have left, when no
         other run holds its folder (a last resort: the writers clean up too)."""
-        plan = clip_plan(clip, self.out_dir, self.options)
-        try:
-            with locked_folder(plan.out_dir):
-                plan.remove_leftovers()
-        except (DualtalkError, OSError):
-            return  # another run holds it, or it does not exist
-        _remove_if_empty(plan.out_dir)
+        remove_leftovers(clip, self.out_dir, self.options)
 
     def _given_partners(self, clip: Clip, folder: Path, redo: bool) -> list[Path]:
         """Each speaker's NPZ from both tracks and the other's ground-truth motion."""
@@ -182,6 +179,31 @@ class ClipWorker:
                 )
             )
         return outputs
+
+
+def remove_leftovers(clip: Clip, out_dir: Path, options: BatchOptions) -> bool:
+    """Remove what an interrupted run of ``clip`` left in ``out_dir``, and its
+    folder if that is then empty. False while another run holds the folder."""
+    plan = clip_plan(clip, out_dir, options)
+    try:
+        with locked_folder(plan.out_dir):
+            plan.remove_leftovers()
+    except DualtalkError:
+        return False  # another run (or a dying worker) holds it
+    except OSError:
+        return True  # the folder is gone, or was never made
+    _remove_if_empty(plan.out_dir)
+    return True
+
+
+def load_worker(
+    out_dir: Path, options: BatchOptions
+) -> tuple[ClipWorker | None, str | None]:
+    """A ClipWorker, or None and why the engine or head cannot load."""
+    try:
+        return ClipWorker(out_dir, options), None
+    except DualtalkError as error:
+        return None, f"cannot load the engine or head: {error}"
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dualtalk_cli.options import PRECISIONS
+from dualtalk_cli.options import precision_unknown
 
 # /proc/cpuinfo flags of bf16 arithmetic: x86 (AVX512-BF16, AMX), Arm (BF16).
 _X86_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
@@ -85,8 +85,8 @@ def default_precision(device: str) -> str:
 
 def precision_problem(precision: str, device: str) -> str | None:
     """Why ``precision`` cannot run on ``device``, or None."""
-    if precision not in PRECISIONS:
-        return f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
+    if unknown := precision_unknown(precision):
+        return unknown
     cuda = device.startswith("cuda")
     if precision == "fp16" and not cuda:
         return (
@@ -127,23 +127,23 @@ def _without_tf32(kind: str) -> Iterator[None]:
     after; the CLI runs one engine per process.)"""
     import torch
 
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     if kind != "cuda":
         yield
         return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     if hasattr(matmul, "fp32_precision"):  # PyTorch 2.9 and later
-        settings = [matmul, cudnn.conv, cudnn.rnn]
-        previous = [setting.fp32_precision for setting in settings]
-        for setting in settings:
-            setting.fp32_precision = "ieee"
+        name, settings, exact = (
+            "fp32_precision",
+            [matmul, cudnn.conv, cudnn.rnn],
+            "ieee",
+        )
     else:
-        settings = [matmul, cudnn]
-        previous = [setting.allow_tf32 for setting in settings]
-        for setting in settings:
-            setting.allow_tf32 = False
+        name, settings, exact = "allow_tf32", [matmul, cudnn], False
+    previous = [getattr(setting, name) for setting in settings]
+    for setting in settings:
+        setattr(setting, name, exact)
     try:
         yield
     finally:
-        name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
         for setting, value in zip(settings, previous):
             setattr(setting, name, value)
